@@ -1,0 +1,115 @@
+"""Reading landing files into typed bronze rows.
+
+A landing file is either ingested whole or quarantined whole. It is quarantined when
+it cannot be parsed in its format or lacks a required column. Within a readable file,
+a value that does not parse as its declared type becomes null and its raw text is
+kept in ``_rescued`` (a JSON object of column to raw value), as Databricks Auto
+Loader's rescued-data column does; undeclared columns are kept as text.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mlops_assets.datasets.spec import DatasetSpec
+
+RESCUED = "_rescued"
+FORMAT_BY_EXTENSION = {"csv": "csv", "jsonl": "jsonl", "json": "jsonl", "parquet": "parquet"}
+
+
+class RejectedFile(ValueError):
+    """A landing file that must be quarantined; the message is the reason."""
+
+
+@dataclass(frozen=True)
+class ParsedFile:
+    """The rows of one readable landing file, typed as the spec declares."""
+
+    rows: pd.DataFrame
+    rescued_rows: int
+    extra_columns: tuple[str, ...]
+
+
+def count_records(data: bytes, fmt: str) -> int:
+    """Records in a file, counted without parsing it, so unreadable files count too.
+
+    A record is a non-empty line after the header (CSV), a non-empty line (JSON
+    lines), or a row of a readable Parquet file (0 for an unreadable one).
+    """
+    if fmt == "parquet":
+        try:
+            return pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
+        except (pa.ArrowInvalid, OSError):
+            return 0
+    lines = sum(1 for line in data.splitlines() if line.strip())
+    return max(lines - 1, 0) if fmt == "csv" else lines
+
+
+def parse_file(data: bytes, extension: str, spec: DatasetSpec) -> ParsedFile:
+    """Parse and type one landing file; raise :class:`RejectedFile` to quarantine it."""
+    fmt = FORMAT_BY_EXTENSION.get(extension)
+    if fmt is None or fmt not in spec.landing.formats:
+        raise RejectedFile(f"unsupported file type {extension!r}; this dataset accepts {', '.join(spec.landing.formats)}")
+    raw = _read_raw(data, fmt)
+    missing = [column for column in spec.required_columns if column not in raw.columns]
+    if missing:
+        raise RejectedFile(f"missing required column(s) {missing}; found {sorted(map(str, raw.columns))}")
+    return _typed(raw, spec)
+
+
+def _read_raw(data: bytes, fmt: str) -> pd.DataFrame:
+    """Every value as text (or None), so that typing is done once, the same way, for all formats."""
+    try:
+        if fmt == "csv":
+            frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+        elif fmt == "jsonl":
+            frame = pd.read_json(io.BytesIO(data), lines=True, dtype=False, convert_dates=False)
+        else:
+            frame = pq.read_table(io.BytesIO(data)).to_pandas()
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, pa.ArrowInvalid, OSError) as error:
+        raise RejectedFile(f"unreadable {fmt} file: {type(error).__name__}: {str(error)[:300]}") from error
+    frame.columns = [str(column) for column in frame.columns]
+    if frame.columns.duplicated().any():
+        raise RejectedFile(f"duplicate column names {sorted(frame.columns[frame.columns.duplicated()])}")
+    return frame.astype(object).where(frame.notna(), None).map(lambda value: None if value is None else str(value))
+
+
+def _typed(raw: pd.DataFrame, spec: DatasetSpec) -> ParsedFile:
+    typed = pd.DataFrame(index=raw.index)
+    rescued: list[dict[str, str]] = [{} for _ in range(len(raw))]
+    for column, kind in spec.columns.items():
+        text = raw[column] if column in raw.columns else pd.Series([None] * len(raw), index=raw.index, dtype=object)
+        values = _cast(text, kind)
+        failed = text.notna() & values.isna()
+        for position in failed.to_numpy().nonzero()[0]:
+            rescued[position][column] = text.iloc[position]
+        typed[column] = values
+    extra = tuple(column for column in raw.columns if column not in spec.columns)
+    for column in extra:
+        typed[column] = raw[column].astype("string")
+    typed[RESCUED] = pd.Series([json.dumps(entry) if entry else None for entry in rescued], index=raw.index, dtype="string")
+    return ParsedFile(rows=typed.reset_index(drop=True), rescued_rows=sum(1 for entry in rescued if entry), extra_columns=extra)
+
+
+def _cast(text: pd.Series, kind: str) -> pd.Series:
+    if kind == "string":
+        return text.astype("string")
+    if kind == "float":
+        return pd.to_numeric(text, errors="coerce").astype("float64")
+    if kind == "int":
+        numbers = pd.to_numeric(text, errors="coerce")
+        return numbers.where(numbers == numbers.round()).astype("Int64")
+    if kind == "bool":
+        lowered = text.str.strip().str.lower()
+        return lowered.map({"true": True, "1": True, "false": False, "0": False}).astype("boolean")
+    if kind == "timestamp":
+        return pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601").astype("datetime64[us, UTC]")
+    if kind == "date":
+        return pd.to_datetime(text, errors="coerce", format="ISO8601").dt.date
+    raise ValueError(f"unknown column type {kind!r}")

@@ -1,0 +1,67 @@
+"""The Dagster definitions: every bundled dataset's assets, checks, sensor and job, with
+the resources of the active profile."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+
+from mlops_assets.datasets.keys import DatasetKeys
+from mlops_assets.datasets.spec import DatasetSpec, load_bundled_specs
+from mlops_assets.lakehouse.bronze import build_bronze_asset
+from mlops_assets.lakehouse.gold import build_gold_asset
+from mlops_assets.lakehouse.silver import build_silver_asset
+from mlops_assets.landing.assets import build_landing_asset
+from mlops_assets.landing.sensors import build_landing_sensor
+from mlops_assets.ml.forecaster import build_forecaster_asset
+from mlops_assets.partitions import daily_partitions
+from mlops_assets.profiles import build_resources
+from mlops_assets.serving.predictions import build_predictions_asset
+
+
+def lifecycle_job_name(spec: DatasetSpec) -> str:
+    return f"{spec.name}_lifecycle"
+
+
+def dataset_definitions(spec: DatasetSpec) -> dg.Definitions:
+    """Everything one dataset spec declares, from landing files to predictions."""
+    keys = DatasetKeys(spec)
+    lifecycle = dg.define_asset_job(
+        lifecycle_job_name(spec),
+        selection=dg.AssetSelection.assets(keys.bronze, keys.silver, keys.gold, keys.forecaster, keys.predictions),
+        partitions_def=daily_partitions(spec),
+        description=f"One day of {spec.name}, end to end: bronze, silver with its checks, gold, model, predictions.",
+    )
+    return dg.Definitions(
+        assets=[
+            build_landing_asset(spec),
+            build_bronze_asset(spec),
+            build_silver_asset(spec),
+            build_gold_asset(spec),
+            build_forecaster_asset(spec),
+            build_predictions_asset(spec),
+        ],
+        jobs=[lifecycle],
+        sensors=[build_landing_sensor(spec)],
+    )
+
+
+def build_definitions(
+    specs: Sequence[DatasetSpec] | None = None, resources: Mapping[str, Any] | None = None
+) -> dg.Definitions:
+    automation = dg.AutomationConditionSensorDefinition(
+        "lakehouse_automation",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=15,
+        description="Pushes each updated bronze day through silver, gold, the model and predictions.",
+    )
+    return dg.Definitions.merge(
+        *(dataset_definitions(spec) for spec in (specs or load_bundled_specs())),
+        dg.Definitions(sensors=[automation], resources=dict(resources or build_resources())),
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,134 @@
+"""Bronze: the raw rows of every landing file of a day, appended to Delta as they arrived."""
+
+import datetime as dt
+from collections.abc import Iterator
+
+import dagster as dg
+import pandas as pd
+
+from mlops_assets.datasets.keys import DatasetKeys
+from mlops_assets.datasets.readers import (
+    FORMAT_BY_EXTENSION,
+    RejectedFile,
+    count_records,
+    parse_file,
+)
+from mlops_assets.datasets.spec import DatasetSpec
+from mlops_assets.lakehouse.delta import PARTITION_COLUMN, DeltaLake, commit_metadata
+from mlops_assets.partitions import daily_partitions, partition_day
+from mlops_assets.policies import TRANSIENT_FAILURES
+from mlops_assets.storage.landing_zone import LandingFile, LandingZone
+
+SOURCE_FILE, SOURCE_ETAG, INGESTED_AT = "_source_file", "_source_etag", "_ingested_at"
+BRONZE_CODE_VERSION = "bronze-1"
+
+
+def build_bronze_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
+    keys = DatasetKeys(spec)
+
+    @dg.asset(
+        key=keys.bronze,
+        deps=[keys.landing],
+        partitions_def=daily_partitions(spec),
+        group_name="bronze",
+        kinds={"delta", "pandas"},
+        code_version=BRONZE_CODE_VERSION,
+        output_required=False,
+        retry_policy=TRANSIENT_FAILURES,
+        description=(
+            f"Raw rows of every {spec.name} landing file, one append per run, with the file "
+            f"({SOURCE_FILE}, {SOURCE_ETAG}) each row came from, when it was ingested, and "
+            "values that did not parse in _rescued. A file version (path, etag) is ingested "
+            "once; an unreadable or schema-violating file is moved to quarantine with its reason."
+        ),
+    )
+    def bronze(context: dg.AssetExecutionContext, landing: LandingZone, lake: DeltaLake) -> Iterator[dg.MaterializeResult]:
+        day = partition_day(context)
+        uri = lake.table_uri(*keys.table(keys.bronze))
+        ingested = _ingested_versions(lake, uri, day)
+        files = [file for file in landing.list_day(spec, day) if (file.path, file.etag) not in ingested]
+        if not files:
+            context.log.info(f"No new {spec.name} files for {day}: every landing file was already ingested.")
+            return
+        ingested_at = pd.Timestamp.now(tz="UTC")
+        accepted: list[tuple[LandingFile, pd.DataFrame, int]] = []
+        rejected: list[dict] = []
+        for file in files:
+            data = landing.read_bytes(file)
+            records = count_records(data, FORMAT_BY_EXTENSION.get(file.extension, "csv"))
+            try:
+                parsed = parse_file(data, file.extension, spec)
+            except RejectedFile as reason:
+                rejected.append({"file": file, "reason": str(reason), "records": records})
+                continue
+            rows = parsed.rows.assign(
+                **{SOURCE_FILE: file.path, SOURCE_ETAG: file.etag, INGESTED_AT: ingested_at, PARTITION_COLUMN: day}
+            )
+            accepted.append((file, rows, parsed.rescued_rows))
+
+        version = None
+        if accepted:
+            version = lake.append(
+                uri, pd.concat([rows for _, rows, _ in accepted], ignore_index=True), commit_metadata(context)
+            )
+        quarantined = [
+            {
+                "path": entry["file"].path,
+                "reason": entry["reason"],
+                "records": entry["records"],
+                "quarantined_to": landing.quarantine(
+                    entry["file"],
+                    {
+                        "reason": entry["reason"],
+                        "records": entry["records"],
+                        "event_date": day.isoformat(),
+                        "dagster_run_id": context.run.run_id,
+                        "quarantined_at": dt.datetime.now(dt.UTC).isoformat(),
+                    },
+                ),
+            }
+            for entry in rejected
+        ]
+        for entry in quarantined:
+            context.log.warning(f"Quarantined {entry['path']}: {entry['reason']}")
+        if not accepted:
+            # Nothing changed in the table; record what happened without a new materialization,
+            # so downstream days are not rebuilt for nothing.
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=keys.bronze, partition=context.partition_key, metadata=_quarantine_metadata(quarantined)
+                )
+            )
+            return
+        yield dg.MaterializeResult(
+            metadata={
+                "table_uri": dg.MetadataValue.path(uri),
+                "delta_version": dg.MetadataValue.int(version),
+                "rows_added": dg.MetadataValue.int(sum(len(rows) for _, rows, _ in accepted)),
+                "rows_rescued": dg.MetadataValue.int(sum(rescued for _, _, rescued in accepted)),
+                "files_ingested": dg.MetadataValue.int(len(accepted)),
+                "ingested": dg.MetadataValue.json(
+                    [
+                        {"path": file.path, "etag": file.etag, "rows": len(rows), "rescued": rescued}
+                        for file, rows, rescued in accepted
+                    ]
+                ),
+                **_quarantine_metadata(quarantined),
+            }
+        )
+
+    return bronze
+
+
+def _ingested_versions(lake: DeltaLake, uri: str, day: dt.date) -> set[tuple[str, str]]:
+    """The (path, etag) file versions already in the bronze table for ``day``."""
+    rows = lake.read_days(uri, [day], columns=[SOURCE_FILE, SOURCE_ETAG]).rows
+    return set(rows[[SOURCE_FILE, SOURCE_ETAG]].drop_duplicates().itertuples(index=False, name=None))
+
+
+def _quarantine_metadata(quarantined: list[dict]) -> dict[str, dg.MetadataValue]:
+    return {
+        "files_quarantined": dg.MetadataValue.int(len(quarantined)),
+        "rows_quarantined": dg.MetadataValue.int(sum(entry["records"] for entry in quarantined)),
+        "quarantined": dg.MetadataValue.json(quarantined),
+    }

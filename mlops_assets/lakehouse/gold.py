@@ -1,0 +1,61 @@
+"""Gold: model-ready feature rows of a day."""
+
+import datetime as dt
+
+import dagster as dg
+
+from mlops_assets.datasets.keys import DatasetKeys
+from mlops_assets.datasets.spec import DatasetSpec
+from mlops_assets.lakehouse.delta import DeltaLake, commit_metadata
+from mlops_assets.lakehouse.features import (
+    build_features,
+    feature_columns,
+    lookback_days,
+)
+from mlops_assets.partitions import daily_partitions, partition_day
+from mlops_assets.policies import TRANSIENT_FAILURES, on_upstream_update
+
+GOLD_CODE_VERSION = "gold-1"
+
+
+def build_gold_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
+    keys = DatasetKeys(spec)
+    reach = lookback_days(spec)
+
+    @dg.asset(
+        key=keys.gold,
+        deps=[keys.silver],
+        partitions_def=daily_partitions(spec),
+        group_name="gold",
+        kinds={"delta", "pandas"},
+        code_version=GOLD_CODE_VERSION,
+        automation_condition=on_upstream_update(),
+        retry_policy=TRANSIENT_FAILURES,
+        description=(
+            f"Features for forecasting {spec.target_column} per {spec.entity_column} and hour: "
+            f"{', '.join(feature_columns(spec))}. Lags and trailing means reach {reach} day(s) "
+            "back into silver; a missing earlier hour leaves its feature empty."
+        ),
+    )
+    def gold(context: dg.AssetExecutionContext, lake: DeltaLake) -> dg.MaterializeResult:
+        day = partition_day(context)
+        silver = lake.read_days(
+            lake.table_uri(*keys.table(keys.silver)), [day - dt.timedelta(days=back) for back in range(reach, -1, -1)]
+        )
+        if silver.version is None:
+            raise dg.Failure(f"{silver.uri} does not exist yet: materialize {keys.silver.to_user_string()} first.")
+        features = build_features(silver.rows, day, spec)
+        uri = lake.table_uri(*keys.table(keys.gold))
+        version = lake.replace_day(uri, day, features, commit_metadata(context, silver_version=silver.version))
+        return dg.MaterializeResult(
+            metadata={
+                "table_uri": dg.MetadataValue.path(uri),
+                "delta_version": dg.MetadataValue.int(version),
+                "silver_version": dg.MetadataValue.int(silver.version),
+                "features": dg.MetadataValue.json(feature_columns(spec)),
+                "rows_with_all_features": dg.MetadataValue.int(int(features.notna().all(axis=1).sum())),
+                "dagster/row_count": dg.MetadataValue.int(len(features)),
+            }
+        )
+
+    return gold

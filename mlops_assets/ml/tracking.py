@@ -1,0 +1,60 @@
+"""MLflow tracking: one MLflow run per model materialization, tagged with its Dagster origin."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+import dagster as dg
+import mlflow
+from mlflow.exceptions import MlflowException
+from pydantic import Field
+
+DAGSTER_TAGS = ("dagster.run_id", "dagster.asset_key", "dagster.partition")
+
+
+class MlflowTracking(dg.ConfigurableResource):
+    """An MLflow tracking server or store, and where new experiments keep their artifacts."""
+
+    tracking_uri: str = Field(description="MLflow tracking URI: sqlite:///..., http://host:port, or azureml://...")
+    artifact_root: str | None = Field(
+        default=None, description="Artifact location for experiments this project creates (file://, wasbs://)."
+    )
+    ui_url: str | None = Field(
+        default=None, description="Base URL of the MLflow UI, used to link runs from Dagster metadata."
+    )
+
+    def _experiment_id(self, name: str) -> str:
+        existing = mlflow.get_experiment_by_name(name)
+        if existing is not None:
+            return existing.experiment_id
+        try:
+            return mlflow.create_experiment(name, artifact_location=self.artifact_root and f"{self.artifact_root}/{name}")
+        except MlflowException:
+            # Another run created it between the lookup and the create.
+            created = mlflow.get_experiment_by_name(name)
+            if created is None:
+                raise
+            return created.experiment_id
+
+    @contextmanager
+    def start_run(
+        self, context: dg.AssetExecutionContext, experiment: str, tags: Mapping[str, str] | None = None
+    ) -> Iterator[mlflow.ActiveRun]:
+        """An MLflow run in ``experiment``, tagged with the Dagster run, asset key and partition."""
+        mlflow.set_tracking_uri(self.tracking_uri)
+        origin = {
+            "dagster.run_id": context.run.run_id,
+            "dagster.asset_key": context.asset_key.to_user_string(),
+            "dagster.partition": context.partition_key if context.has_partition_key else "",
+        }
+        run_name = f"{context.asset_key.path[-1]}-{origin['dagster.partition'] or context.run.run_id[:8]}"
+        with mlflow.start_run(
+            experiment_id=self._experiment_id(experiment), run_name=run_name, tags={**origin, **(tags or {})}
+        ) as run:
+            yield run
+
+    def run_url(self, run: mlflow.ActiveRun) -> str | None:
+        if not self.ui_url:
+            return None
+        return f"{self.ui_url.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"

@@ -1,0 +1,58 @@
+"""Predictions: each day's gold rows scored in batch by that day's forecaster."""
+
+import dagster as dg
+import numpy as np
+
+from mlops_assets.datasets.keys import DatasetKeys
+from mlops_assets.datasets.spec import DatasetSpec
+from mlops_assets.lakehouse.delta import PARTITION_COLUMN, DeltaLake, commit_metadata
+from mlops_assets.ml.trainer import Forecaster, forecast_metrics
+from mlops_assets.partitions import daily_partitions, partition_day
+from mlops_assets.policies import TRANSIENT_FAILURES, on_upstream_update
+
+PREDICTIONS_CODE_VERSION = "predictions-1"
+
+
+def build_predictions_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
+    keys = DatasetKeys(spec)
+
+    @dg.asset(
+        key=keys.predictions,
+        ins={"forecaster": dg.AssetIn(keys.forecaster)},
+        deps=[keys.gold],
+        partitions_def=daily_partitions(spec),
+        group_name="serving",
+        kinds={"delta", "scikit-learn"},
+        code_version=PREDICTIONS_CODE_VERSION,
+        automation_condition=on_upstream_update(),
+        retry_policy=TRANSIENT_FAILURES,
+        description=(
+            f"Forecast {spec.target_column} for every gold row of the day, beside the actual value, "
+            "with the model (asset partition and MLflow run) that made it."
+        ),
+    )
+    def predictions(context: dg.AssetExecutionContext, forecaster: Forecaster, lake: DeltaLake) -> dg.MaterializeResult:
+        day = partition_day(context)
+        gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), [day])
+        rows = gold.rows
+        predicted = forecaster.predict(rows) if len(rows) else np.array([], dtype=float)
+        model = f"{keys.forecaster.to_user_string()}@{context.partition_key}"
+        scored = rows[[PARTITION_COLUMN, spec.entity_column, spec.timestamp_column, spec.target_column]].assign(
+            prediction=predicted, model=model, mlflow_run_id=forecaster.mlflow_run_id
+        )
+        uri = lake.table_uri(*keys.table(keys.predictions))
+        version = lake.replace_day(uri, day, scored, commit_metadata(context, gold_version=gold.version, model=model))
+        metrics = forecast_metrics(rows, predicted, spec) if len(rows) else {}
+        return dg.MaterializeResult(
+            metadata={
+                "table_uri": dg.MetadataValue.path(uri),
+                "delta_version": dg.MetadataValue.int(version),
+                "gold_version": dg.MetadataValue.int(gold.version),
+                "model": dg.MetadataValue.text(model),
+                "mlflow_run_id": dg.MetadataValue.text(forecaster.mlflow_run_id or ""),
+                **{f"day_{name}": dg.MetadataValue.float(value) for name, value in metrics.items()},
+                "dagster/row_count": dg.MetadataValue.int(len(scored)),
+            }
+        )
+
+    return predictions

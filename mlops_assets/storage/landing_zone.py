@@ -1,0 +1,134 @@
+"""The landing zone: where source systems drop files, and the quarantine beside it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+from upath import UPath
+
+from mlops_assets.datasets.spec import DatasetSpec
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    """One file in the landing zone.
+
+    ``path`` is relative to the landing root (``<dataset prefix>/<pattern path>``);
+    ``etag`` changes whenever the file's content is replaced, so ``(path, etag)``
+    names one version of one file.
+    """
+
+    path: str
+    etag: str
+    size: int
+    modified: dt.datetime
+    event_date: dt.date
+    name: str
+
+    @property
+    def extension(self) -> str:
+        return self.name.rsplit(".", 1)[-1].lower() if "." in self.name else ""
+
+
+class LandingZone(dg.ConfigurableResource):
+    """Landing zone and quarantine area, on any fsspec filesystem (local folders, Azure Blob)."""
+
+    root: str = Field(description="URI of the landing zone root, e.g. file:///srv/.mlops/landing.")
+    quarantine_root: str = Field(description="URI under which rejected files are kept with their reasons.")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec storage options for both roots (credentials, account)."
+    )
+
+    def _root(self) -> UPath:
+        return UPath(self.root, **self.storage_options)
+
+    def list_dataset(self, spec: DatasetSpec) -> list[LandingFile]:
+        """Every file under the dataset's prefix whose path carries an event day."""
+        return self._list(spec, spec.landing.prefix)
+
+    def list_day(self, spec: DatasetSpec, day: dt.date) -> list[LandingFile]:
+        """The files of one event day; lists only that day's prefix."""
+        prefix = f"{spec.landing.prefix}/{spec.landing.path_pattern.day_prefix(day)}"
+        return [file for file in self._list(spec, prefix) if file.event_date == day]
+
+    def _list(self, spec: DatasetSpec, prefix: str) -> list[LandingFile]:
+        root = self._root()
+        folder = root / prefix
+        if not folder.exists():
+            return []
+        base = root.path.rstrip("/") + "/"
+        files = []
+        for full_path, info in folder.fs.find(folder.path, detail=True).items():
+            if info.get("type") != "file":
+                continue
+            relative = full_path[len(base) :] if full_path.startswith(base) else full_path
+            within = relative[len(spec.landing.prefix) + 1 :]
+            matched = spec.landing.path_pattern.match(within)
+            if matched is None:
+                continue
+            files.append(
+                LandingFile(
+                    path=relative,
+                    etag=_etag(info),
+                    size=int(info.get("size") or 0),
+                    modified=_modified(info),
+                    event_date=matched.event_date,
+                    name=matched.name,
+                )
+            )
+        return sorted(files, key=lambda file: file.path)
+
+    def read_bytes(self, file: LandingFile) -> bytes:
+        return (self._root() / file.path).read_bytes()
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Drop a file into the landing zone, as a source system would."""
+        target = self._root() / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+    def quarantine(self, file: LandingFile, reason: dict[str, Any]) -> str:
+        """Move a rejected file out of the landing zone and write its reason beside it.
+
+        The sidecar ``<name>.reason.json`` is written before the move, so a crash
+        between the two leaves the file in the landing zone to be tried again.
+        Returns the quarantined file's URI.
+        """
+        source = self._root() / file.path
+        target = UPath(self.quarantine_root, **self.storage_options) / file.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sidecar = target.with_name(f"{target.name}.reason.json")
+        sidecar.write_text(json.dumps({**reason, "source": file.path, "etag": file.etag}, indent=2, default=str))
+        target.write_bytes(source.read_bytes())
+        source.unlink()
+        return str(target)
+
+    def quarantined(self, spec: DatasetSpec) -> list[dict[str, Any]]:
+        """The reasons of every file of the dataset held in quarantine."""
+        folder = UPath(self.quarantine_root, **self.storage_options) / spec.landing.prefix
+        if not folder.exists():
+            return []
+        sidecars = sorted(path for path in folder.fs.find(folder.path) if path.endswith(".reason.json"))
+        return [json.loads(folder.fs.cat_file(path)) for path in sidecars]
+
+
+def _etag(info: dict[str, Any]) -> str:
+    if info.get("etag"):
+        return str(info["etag"]).strip('"')
+    # Local files have no etag: modification time and size change on every rewrite.
+    return f"{int(float(info['mtime']) * 1e9):x}-{int(info['size']):x}"
+
+
+def _modified(info: dict[str, Any]) -> dt.datetime:
+    for key in ("last_modified", "mtime", "LastModified"):
+        value = info.get(key)
+        if isinstance(value, dt.datetime):
+            return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        if isinstance(value, (int, float)):
+            return dt.datetime.fromtimestamp(value, tz=dt.UTC)
+    raise ValueError(f"the storage listing gave no modification time for {info.get('name')!r}")
