@@ -1,0 +1,39 @@
+# Every target installs what it needs first; `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export DAGSTER_HOME := $(CURDIR)
+
+.PHONY: install demo test dev mlflow-ui validate clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+## Simulate 14 days for 50 meters and push them through the whole graph on the local profile.
+demo: $(STAMP)
+	$(BIN)/mlops demo --reset --days 14 --meters 50 --bad-files 2
+
+## Run the test suite.
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## The Dagster UI and daemon (sensors, automation) on http://127.0.0.1:3000.
+dev: $(STAMP)
+	$(BIN)/dagster dev -w workspace.yaml
+
+## The MLflow UI on the local profile's tracking store, http://127.0.0.1:5000.
+mlflow-ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.mlops/mlflow.db --port 5000
+
+## Check that the definitions load.
+validate: $(STAMP)
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+clean:
+	rm -rf .mlops .dagster

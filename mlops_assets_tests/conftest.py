@@ -1,0 +1,79 @@
+"""Shared fixtures: a local-profile home per test, one MLflow store per session, a real
+Dagster instance in a temporary folder."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from mlops_assets.datasets.spec import DatasetSpec, load_bundled_specs
+from mlops_assets.definitions import build_definitions, lifecycle_job_name
+from mlops_assets.ml.tracking import MlflowTracking
+from mlops_assets.profiles import local_resources
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@pytest.fixture(scope="session")
+def spec() -> DatasetSpec:
+    (smart_meter,) = [spec for spec in load_bundled_specs() if spec.name == "smart_meter"]
+    return smart_meter
+
+
+@pytest.fixture(scope="session")
+def mlflow_tracking(tmp_path_factory: pytest.TempPathFactory) -> MlflowTracking:
+    """One SQLite MLflow store for the session: creating its schema takes seconds."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    return MlflowTracking(
+        tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",
+        artifact_root=(folder / "artifacts").as_uri(),
+        ui_url="http://127.0.0.1:5000",
+    )
+
+
+@pytest.fixture
+def resources(tmp_path: Path, mlflow_tracking: MlflowTracking) -> dict[str, Any]:
+    return {**local_resources(tmp_path / "mlops"), "mlflow_tracking": mlflow_tracking}
+
+
+@pytest.fixture
+def defs(spec: DatasetSpec, resources: dict[str, Any]) -> dg.Definitions:
+    return build_definitions([spec], resources)
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+def run_lifecycle(
+    defs: dg.Definitions, spec: DatasetSpec, instance: dg.DagsterInstance, day: dt.date, raise_on_error: bool = True
+) -> dg.ExecuteInProcessResult:
+    """Run the whole graph for one day, as the demo and a backfill do."""
+    return defs.resolve_job_def(lifecycle_job_name(spec)).execute_in_process(
+        partition_key=day.isoformat(), instance=instance, run_config=QUIET, raise_on_error=raise_on_error
+    )
+
+
+def materialize_day(
+    defs: dg.Definitions,
+    resources: dict[str, Any],
+    instance: dg.DagsterInstance,
+    keys: list[dg.AssetKey],
+    day: dt.date,
+) -> dg.ExecuteInProcessResult:
+    """Materialize only ``keys`` for one day."""
+    return dg.materialize(
+        list(defs.assets or []),
+        selection=keys,
+        partition_key=day.isoformat(),
+        instance=instance,
+        resources=resources,
+        run_config=QUIET,
+    )

@@ -1,0 +1,68 @@
+"""The polling landing sensor, driven with build_sensor_context and a cursor."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+
+import dagster as dg
+
+from mlops_assets.datasets.keys import DatasetKeys
+from mlops_assets.landing.simulate import simulate
+
+START = dt.date(2026, 1, 1)
+
+
+def _tick(defs, resources, instance, cursor: str | None):
+    sensor = defs.resolve_sensor_def("smart_meter_landing_sensor")
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        return sensor(context), context
+
+
+def _drop(resources, spec, day: dt.date, name: str) -> str:
+    path = f"{spec.landing.prefix}/{spec.landing.path_pattern.path_for(day, name)}"
+    resources["landing"].write_bytes(path, b"meter_id,timestamp,kwh,temperature\nMTR-1,2026-01-01T00:00:00Z,1,2\n")
+    return path
+
+
+def test_sensor_requests_exactly_the_new_days_and_advances_its_cursor(defs, resources, instance, spec) -> None:
+    keys = DatasetKeys(spec)
+    report = simulate(resources["landing"], spec, START, days=3, meters=4, meters_per_file=2, dirty_share=0.0)
+
+    first, _ = _tick(defs, resources, instance, cursor=None)
+    assert isinstance(first, dg.SensorResult)
+    assert [request.partition_key for request in first.run_requests] == ["2026-01-01", "2026-01-02", "2026-01-03"]
+    assert all(request.asset_selection == [keys.bronze] for request in first.run_requests)
+    files_per_day = Counter(file.event_date.isoformat() for file in report.files)
+    observed = {event.partition: event.metadata["new_files"].value for event in first.asset_events}
+    assert observed == dict(files_per_day)
+    assert all(event.asset_key == keys.landing for event in first.asset_events)
+
+    quiet, _ = _tick(defs, resources, instance, cursor=first.cursor)
+    assert isinstance(quiet, dg.SkipReason)
+
+    late = _drop(resources, spec, dt.date(2026, 1, 2), "late.csv")
+    fresh = _drop(resources, spec, dt.date(2026, 1, 5), "fresh.csv")
+    third, _ = _tick(defs, resources, instance, cursor=first.cursor)
+    assert [request.partition_key for request in third.run_requests] == ["2026-01-02", "2026-01-05"]
+    listed = {event.partition: [file["path"] for file in event.metadata["files"].value] for event in third.asset_events}
+    assert listed == {"2026-01-02": [late], "2026-01-05": [fresh]}
+    assert third.cursor != first.cursor
+
+    after, _ = _tick(defs, resources, instance, cursor=third.cursor)
+    assert isinstance(after, dg.SkipReason)
+
+
+def test_run_keys_are_deterministic_for_a_reevaluated_tick(defs, resources, instance, spec) -> None:
+    simulate(resources["landing"], spec, START, days=2, meters=2, meters_per_file=2, dirty_share=0.0)
+    once, _ = _tick(defs, resources, instance, cursor=None)
+    again, _ = _tick(defs, resources, instance, cursor=None)
+    assert [request.run_key for request in once.run_requests] == [request.run_key for request in again.run_requests]
+    assert len({request.run_key for request in once.run_requests}) == 2
+
+
+def test_files_outside_the_partitions_are_not_requested(defs, resources, instance, spec) -> None:
+    _drop(resources, spec, dt.date(2025, 12, 31), "too-early.csv")
+    _drop(resources, spec, START, "ok.csv")
+    result, _ = _tick(defs, resources, instance, cursor=None)
+    assert [request.partition_key for request in result.run_requests] == [START.isoformat()]
