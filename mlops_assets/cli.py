@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+import warnings
 
 import click
 import dagster as dg
@@ -101,6 +102,9 @@ def demo_command(dataset: str, spec_file: str | None, reset: bool, start, **opti
 
 
 def run() -> None:
+    # Known, harmless notices that would otherwise repeat once per model trained.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
     try:
         main()
     except SpecError as error:

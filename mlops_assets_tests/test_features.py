@@ -1,0 +1,72 @@
+"""Gold features and silver quality rules on small frames with known answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_assets.datasets.spec import QualityRule
+from mlops_assets.lakehouse.features import build_features, feature_columns
+from mlops_assets.lakehouse.quality import apply_rules
+
+DAY1, DAY2 = dt.date(2026, 1, 3), dt.date(2026, 1, 4)
+
+
+def _silver(missing_hours: tuple[int, ...] = ()) -> pd.DataFrame:
+    """One meter, 48 hours over two days, whose load at hour i is i kWh."""
+    hours = [hour for hour in range(48) if hour not in missing_hours]
+    stamps = pd.Timestamp(DAY1, tz="UTC") + pd.to_timedelta(hours, unit="h")
+    return pd.DataFrame(
+        {
+            "meter_id": "M1",
+            "timestamp": stamps.astype("datetime64[us, UTC]"),
+            "kwh": np.array(hours, dtype=float),
+            "temperature": 5.0,
+            "event_date": [stamp.date() for stamp in stamps],
+        }
+    )
+
+
+def test_lags_and_trailing_means_look_only_backwards_in_time(spec) -> None:
+    gold = build_features(_silver(), DAY2, spec).set_index("kwh")
+    assert list(gold.index) == [float(hour) for hour in range(24, 48)]
+    assert (gold["kwh_lag_1h"] == gold.index - 1).all()
+    assert (gold["kwh_lag_24h"] == gold.index - 24).all()
+    assert gold["kwh_mean_3h"].to_numpy() == pytest.approx(gold.index - 2)
+    assert gold["kwh_mean_24h"].to_numpy() == pytest.approx(gold.index - 12.5)
+    assert (gold["hour"] == np.arange(24)).all()
+    assert set(gold["dayofweek"]) == {DAY2.weekday()}
+    assert list(build_features(_silver(), DAY2, spec).columns[4:]) == feature_columns(spec)
+
+
+def test_a_missing_hour_leaves_its_lag_empty_instead_of_shifting(spec) -> None:
+    gold = build_features(_silver(missing_hours=(30,)), DAY2, spec).set_index("kwh")
+    assert np.isnan(gold.loc[31.0, "kwh_lag_1h"])
+    assert np.isnan(gold.loc[32.0, "kwh_lag_2h"])
+    assert gold.loc[33.0, "kwh_mean_3h"] == pytest.approx((31 + 32) / 2)
+
+
+def test_first_day_has_no_24h_lag(spec) -> None:
+    gold = build_features(_silver(), DAY1, spec)
+    assert gold["kwh_lag_24h"].isna().all()
+    assert gold["kwh_lag_1h"].isna().sum() == 1
+
+
+def test_rules_warn_drop_and_report_failures() -> None:
+    rows = pd.DataFrame({"kwh": [1.0, None, -2.0, 3.0], "temperature": [1.0, 2.0, 99.0, None]})
+    rules = [
+        QualityRule("kwh_present", "kwh.notna()", "drop"),
+        QualityRule("kwh_in_range", "kwh >= 0 and kwh <= 50", "drop"),
+        QualityRule("temperature_plausible", "temperature.between(-40, 50)", "warn"),
+    ]
+    kept, outcomes = apply_rules(rows, rules)
+    assert kept["kwh"].tolist() == [1.0, 3.0]
+    assert {outcome.rule.name: outcome.rows_failed for outcome in outcomes} == {
+        "kwh_present": 1,
+        "kwh_in_range": 2,
+        "temperature_plausible": 2,
+    }
+    assert all(outcome.rows_checked == 4 for outcome in outcomes)

@@ -1,0 +1,130 @@
+"""The whole graph on the local profile: Delta tables, a model tracked in MLflow with its
+experiment record in Dagster metadata, predictions, and a `fail` rule that blocks downstream."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import dagster as dg
+import mlflow
+import pytest
+
+from mlops_assets.datasets.keys import DatasetKeys
+from mlops_assets.landing.simulate import simulate
+from mlops_assets.storage.object_store import unseal
+from mlops_assets_tests.conftest import materialize_day, run_lifecycle
+
+START = dt.date(2026, 1, 1)
+DAYS = [START + dt.timedelta(days=offset) for offset in range(3)]
+
+
+@pytest.fixture
+def lifecycle(defs, resources, instance, spec):
+    simulate(resources["landing"], spec, START, days=len(DAYS), meters=6, meters_per_file=3, dirty_share=0.03)
+    results = [run_lifecycle(defs, spec, instance, day) for day in DAYS]
+    return results
+
+
+def _materialization(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dg.AssetMaterialization:
+    (event,) = [event for event in result.get_asset_materialization_events() if event.asset_key == key]
+    return event.materialization
+
+
+def test_every_layer_has_every_day(lifecycle, resources, instance, spec) -> None:
+    keys = DatasetKeys(spec)
+    lake = resources["lake"]
+    for key in (keys.bronze, keys.silver, keys.gold, keys.predictions):
+        assert lake.days(lake.table_uri(*keys.table(key))) == DAYS
+    for key in (keys.bronze, keys.silver, keys.gold, keys.forecaster, keys.predictions):
+        assert instance.get_materialized_partitions(key) == {day.isoformat() for day in DAYS}
+    gold_rows = lake.count_rows(lake.table_uri(*keys.table(keys.gold)))
+    assert lake.count_rows(lake.table_uri(*keys.table(keys.predictions))) == gold_rows
+    silver = lake.read_days(lake.table_uri(*keys.table(keys.silver)), DAYS).rows
+    assert not silver.duplicated([spec.entity_column, spec.timestamp_column]).any()
+    assert silver[spec.target_column].between(0, 50).all()
+
+
+def test_model_metadata_is_the_experiment_record(lifecycle, resources, mlflow_tracking, spec) -> None:
+    keys = DatasetKeys(spec)
+    last = lifecycle[-1]
+    metadata = _materialization(last, keys.forecaster).metadata
+    gold_version = _materialization(last, keys.gold).metadata["delta_version"].value
+
+    assert metadata["params"].value == {"family": spec.model.family, **spec.model.params}
+    for metric in ("mae", "rmse", "wape", "r2", "skill"):
+        assert isinstance(metadata[metric], dg.FloatMetadataValue)
+    (table,) = metadata["input_tables"].value
+    assert table["uri"] == resources["lake"].table_uri("gold", f"{spec.name}_features")
+    assert table["version"] == gold_version == metadata["gold_version"].value
+    assert table["days"] == [DAYS[0].isoformat(), DAYS[-1].isoformat()]
+    assert metadata["code_version"].value == "forecaster-1"
+    assert metadata["git_commit"].value
+    assert metadata["seed"].value == spec.model.seed
+
+    stored = metadata["object_uri"].value.removeprefix("file://")
+    with open(stored, "rb") as handle:
+        payload = unseal(handle.read(), stored)
+    assert metadata["sha256"].value == hashlib.sha256(payload).hexdigest()
+
+    run_id = metadata["mlflow_run_id"].value
+    assert metadata["mlflow_run"].value.endswith(f"/runs/{run_id}")
+    assert metadata["model_uri"].value.startswith("models:/")
+
+    client = mlflow.MlflowClient(mlflow_tracking.tracking_uri)
+    run = client.get_run(run_id)
+    assert run.data.tags["dagster.run_id"] == last.run_id
+    assert run.data.tags["dagster.asset_key"] == keys.forecaster.to_user_string()
+    assert run.data.tags["dagster.partition"] == DAYS[-1].isoformat()
+    assert run.data.metrics["mae"] == pytest.approx(metadata["mae"].value)
+    assert run.data.params["seed"] == str(spec.model.seed)
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert f'"delta_table_version": {gold_version}' in dataset_input.dataset.source
+    model = mlflow.sklearn.load_model(metadata["model_uri"].value)
+    assert model.get_params()["random_state"] == spec.model.seed
+
+
+def test_predictions_name_the_model_that_made_them(lifecycle, resources, spec) -> None:
+    keys = DatasetKeys(spec)
+    lake = resources["lake"]
+    predictions = lake.read_days(lake.table_uri(*keys.table(keys.predictions)), [DAYS[-1]]).rows
+    run_id = _materialization(lifecycle[-1], keys.forecaster).metadata["mlflow_run_id"].value
+    assert set(predictions["model"]) == {f"{keys.forecaster.to_user_string()}@{DAYS[-1].isoformat()}"}
+    assert set(predictions["mlflow_run_id"]) == {run_id}
+    assert predictions["prediction"].notna().all()
+
+
+def test_a_failing_fail_rule_blocks_downstream(defs, resources, instance, spec) -> None:
+    keys = DatasetKeys(spec)
+    day = START
+    path = f"{spec.landing.prefix}/{spec.landing.path_pattern.path_for(day, 'no-meter.csv')}"
+    rows = "".join(f",2026-01-01T{hour:02d}:00:00Z,1.0,2.0\n" for hour in range(24))
+    resources["landing"].write_bytes(path, ("meter_id,timestamp,kwh,temperature\n" + rows).encode())
+
+    result = run_lifecycle(defs, spec, instance, day, raise_on_error=False)
+    assert not result.success
+    checks = {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
+    assert checks["meter_id_present"].passed is False
+    assert checks["meter_id_present"].metadata["rows_failed"].value == 24
+    materialized = {event.asset_key for event in result.get_asset_materialization_events()}
+    assert materialized == {keys.bronze, keys.silver}
+    assert instance.get_materialized_partitions(keys.gold) == set()
+
+
+def test_a_new_bronze_day_is_pushed_downstream_by_automation(defs, resources, instance, spec) -> None:
+    keys = DatasetKeys(spec)
+    simulate(resources["landing"], spec, START, days=2, meters=2, meters_per_file=2, dirty_share=0.0)
+    for day in DAYS[:2]:
+        run_lifecycle(defs, spec, instance, day)
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+
+    quiet = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    assert quiet.total_requested == 0
+
+    simulate(resources["landing"], spec, DAYS[2], days=1, meters=2, meters_per_file=2, dirty_share=0.0)
+    materialize_day(defs, resources, instance, [keys.bronze], DAYS[2])
+    pushed = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=quiet.cursor)
+    requested = {
+        key: pushed.get_requested_partitions(key) for key in (keys.silver, keys.gold, keys.forecaster, keys.predictions)
+    }
+    assert requested == {key: {DAYS[2].isoformat()} for key in requested}
