@@ -67,6 +67,7 @@ def materialize_day(
     instance: dg.DagsterInstance,
     keys: list[dg.AssetKey],
     day: dt.date,
+    raise_on_error: bool = True,
 ) -> dg.ExecuteInProcessResult:
     """Materialize only ``keys`` for one day."""
     return dg.materialize(
@@ -76,4 +77,5 @@ def materialize_day(
         instance=instance,
         resources=resources,
         run_config=QUIET,
+        raise_on_error=raise_on_error,
     )

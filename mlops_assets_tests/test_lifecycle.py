@@ -94,14 +94,17 @@ def test_predictions_name_the_model_that_made_them(lifecycle, resources, spec) -
     assert predictions["prediction"].notna().all()
 
 
-def test_a_failing_fail_rule_blocks_downstream(defs, resources, instance, spec) -> None:
-    keys = DatasetKeys(spec)
-    day = START
+def _drop_rows_without_meter(resources, spec, day: dt.date) -> None:
     path = f"{spec.landing.prefix}/{spec.landing.path_pattern.path_for(day, 'no-meter.csv')}"
-    rows = "".join(f",2026-01-01T{hour:02d}:00:00Z,1.0,2.0\n" for hour in range(24))
+    rows = "".join(f",{day.isoformat()}T{hour:02d}:00:00Z,1.0,2.0\n" for hour in range(24))
     resources["landing"].write_bytes(path, ("meter_id,timestamp,kwh,temperature\n" + rows).encode())
 
-    result = run_lifecycle(defs, spec, instance, day, raise_on_error=False)
+
+def test_a_failing_fail_rule_blocks_downstream_in_the_run(defs, resources, instance, spec) -> None:
+    keys = DatasetKeys(spec)
+    _drop_rows_without_meter(resources, spec, START)
+
+    result = run_lifecycle(defs, spec, instance, START, raise_on_error=False)
     assert not result.success
     checks = {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
     assert checks["meter_id_present"].passed is False
@@ -111,20 +114,31 @@ def test_a_failing_fail_rule_blocks_downstream(defs, resources, instance, spec) 
     assert instance.get_materialized_partitions(keys.gold) == set()
 
 
-def test_a_new_bronze_day_is_pushed_downstream_by_automation(defs, resources, instance, spec) -> None:
+def test_a_new_bronze_day_is_pushed_downstream_in_one_tick(defs, resources, instance, spec) -> None:
     keys = DatasetKeys(spec)
-    simulate(resources["landing"], spec, START, days=2, meters=2, meters_per_file=2, dirty_share=0.0)
-    for day in DAYS[:2]:
-        run_lifecycle(defs, spec, instance, day)
-    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+    initial = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert initial.total_requested == 0
 
-    quiet = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-    assert quiet.total_requested == 0
-
-    simulate(resources["landing"], spec, DAYS[2], days=1, meters=2, meters_per_file=2, dirty_share=0.0)
-    materialize_day(defs, resources, instance, [keys.bronze], DAYS[2])
-    pushed = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=quiet.cursor)
-    requested = {
-        key: pushed.get_requested_partitions(key) for key in (keys.silver, keys.gold, keys.forecaster, keys.predictions)
+    simulate(resources["landing"], spec, DAYS[1], days=1, meters=2, meters_per_file=2, dirty_share=0.0)
+    materialize_day(defs, resources, instance, [keys.bronze], DAYS[1])
+    pushed = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=initial.cursor)
+    downstream = (keys.silver, keys.gold, keys.forecaster, keys.predictions)
+    assert {key: pushed.get_requested_partitions(key) for key in downstream} == {
+        key: {DAYS[1].isoformat()} for key in downstream
     }
-    assert requested == {key: {DAYS[2].isoformat()} for key in requested}
+    assert pushed.total_requested == len(downstream)
+
+    settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=pushed.cursor)
+    assert settled.total_requested == 0
+
+
+def test_automation_holds_back_a_day_whose_blocking_check_failed(defs, resources, instance, spec) -> None:
+    keys = DatasetKeys(spec)
+    initial = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    _drop_rows_without_meter(resources, spec, START)
+    result = materialize_day(defs, resources, instance, [keys.bronze, keys.silver], START, raise_on_error=False)
+    assert {event.asset_key for event in result.get_asset_materialization_events()} == {keys.bronze, keys.silver}
+
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=initial.cursor)
+    assert after.get_requested_partitions(keys.gold) == set()
+    assert after.total_requested == 0
