@@ -66,3 +66,10 @@ def test_files_outside_the_partitions_are_not_requested(defs, resources, instanc
     _drop(resources, spec, START, "ok.csv")
     result, _ = _tick(defs, resources, instance, cursor=None)
     assert [request.partition_key for request in result.run_requests] == [START.isoformat()]
+
+
+def test_hidden_files_still_being_written_are_not_picked_up(defs, resources, instance, spec) -> None:
+    _drop(resources, spec, START, ".readings.csv.3f2a.partial")
+    _drop(resources, spec, START, "_SUCCESS")
+    result, _ = _tick(defs, resources, instance, cursor=None)
+    assert isinstance(result, dg.SkipReason)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +70,8 @@ class LandingZone(dg.ConfigurableResource):
             relative = full_path[len(base) :] if full_path.startswith(base) else full_path
             within = relative[len(spec.landing.prefix) + 1 :]
             matched = spec.landing.path_pattern.match(within)
-            if matched is None:
+            if matched is None or matched.name.startswith((".", "_")):
+                # Hidden and underscore names are files still being written, or markers.
                 continue
             files.append(
                 LandingFile(
@@ -87,10 +89,13 @@ class LandingZone(dg.ConfigurableResource):
         return (self._root() / file.path).read_bytes()
 
     def write_bytes(self, path: str, data: bytes) -> None:
-        """Drop a file into the landing zone, as a source system would."""
+        """Drop a file into the landing zone, as a source system would: written under a
+        hidden name and renamed, so a sensor never lists half a file."""
         target = self._root() / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+        staging.write_bytes(data)
+        target.fs.mv(staging.path, target.path)
 
     def quarantine(self, file: LandingFile, reason: dict[str, Any]) -> str:
         """Move a rejected file out of the landing zone and write its reason beside it.

@@ -1,0 +1,37 @@
+"""The code location loads, from Python and through the Dagster CLI from the repository root."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from mlops_assets.datasets.keys import DatasetKeys
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_definitions_hold_every_layer_check_sensor_and_job(defs, spec) -> None:
+    keys = DatasetKeys(spec)
+    graph = defs.resolve_asset_graph()
+    assert graph.get_all_asset_keys() == {
+        keys.landing, keys.bronze, keys.silver, keys.gold, keys.forecaster, keys.predictions
+    }
+    checks = {check.name for check in graph.asset_check_keys if check.asset_key == keys.silver}
+    assert checks == {rule.name for rule in spec.quality}
+    blocking = {spec.name for spec in defs.resolve_assets_def(keys.silver).check_specs if spec.blocking}
+    assert blocking == {rule.name for rule in spec.quality if rule.action == "fail"}
+    assert {sensor.name for sensor in defs.sensors} == {"smart_meter_landing_sensor", "lakehouse_automation"}
+    assert defs.resolve_job_def("smart_meter_lifecycle").partitions_def == graph.get(keys.bronze).partitions_def
+    assert isinstance(graph.get(keys.gold).automation_condition, dg.AutomationCondition)
+
+
+def test_dagster_cli_validates_the_workspace(tmp_path: Path) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "MLOPS_HOME": str(tmp_path / "mlops")}
+    command = [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"]
+    completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "All code locations passed validation" in completed.stdout + completed.stderr
