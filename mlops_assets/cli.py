@@ -21,7 +21,9 @@ def _spec(dataset: str, spec_file: str | None) -> DatasetSpec:
         return load_spec(spec_file)
     specs = {spec.name: spec for spec in load_bundled_specs()}
     if dataset not in specs:
-        raise click.BadParameter(f"unknown dataset {dataset!r}; bundled: {', '.join(sorted(specs))}", param_hint="--dataset")
+        raise click.BadParameter(
+            f"unknown dataset {dataset!r}; bundled: {', '.join(sorted(specs))}", param_hint="--dataset"
+        )
     return specs[dataset]
 
 
@@ -33,17 +35,33 @@ def _instance() -> dg.DagsterInstance:
 
 
 dataset_option = click.option("--dataset", default="smart_meter", show_default=True, help="Bundled dataset spec.")
-spec_option = click.option("--spec", "spec_file", type=click.Path(exists=True, dir_okay=False), help="A spec file instead.")
+spec_option = click.option(
+    "--spec", "spec_file", type=click.Path(exists=True, dir_okay=False), help="A spec file instead."
+)
 simulation_options = [
-    click.option("--start", type=click.DateTime(formats=["%Y-%m-%d"]), help="First day (default: the spec's start date)."),
+    click.option(
+        "--start", type=click.DateTime(formats=["%Y-%m-%d"]), help="First day (default: the spec's start date)."
+    ),
     click.option("--days", type=click.IntRange(1, 3660), default=14, show_default=True),
     click.option("--meters", type=click.IntRange(1, 1_000_000), default=50, show_default=True),
     click.option("--meters-per-file", type=click.IntRange(1), default=25, show_default=True),
-    click.option("--dirty-share", type=click.FloatRange(0, 1, max_open=True), default=0.02, show_default=True,
-                 help="Share of records made dirty (null, out of range, duplicated)."),
-    click.option("--bad-files", type=click.IntRange(0), default=2, show_default=True,
-                 help="Whole files made unreadable or schema-violating, at most one a day."),
-    click.option("--format", "file_format", type=click.Choice(["csv", "jsonl", "parquet"]), default="csv", show_default=True),
+    click.option(
+        "--dirty-share",
+        type=click.FloatRange(0, 1, max_open=True),
+        default=0.02,
+        show_default=True,
+        help="Share of records made dirty (null, out of range, duplicated).",
+    ),
+    click.option(
+        "--bad-files",
+        type=click.IntRange(0),
+        default=2,
+        show_default=True,
+        help="Whole files made unreadable or schema-violating, at most one a day.",
+    ),
+    click.option(
+        "--format", "file_format", type=click.Choice(["csv", "jsonl", "parquet"]), default="csv", show_default=True
+    ),
     click.option("--seed", type=int, default=7, show_default=True),
 ]
 
@@ -58,9 +76,10 @@ def _simulate(spec: DatasetSpec, resources, start, **options) -> None:
     first = start.date() if start else spec.start_date
     report = simulate(resources["landing"], spec, first, **options)
     last = first + dt.timedelta(days=options["days"] - 1)
+    bad = ", ".join(f"{file.path} [{file.kind}]" for file in report.bad_files) or "none"
     click.echo(
         f"simulate: {len(report.files)} files, {report.records:,} records for {first}..{last} "
-        f"({len(report.bad_files)} bad: {', '.join(f'{file.path} [{file.kind}]' for file in report.bad_files) or 'none'})"
+        f"({len(report.bad_files)} bad: {bad})"
     )
 
 

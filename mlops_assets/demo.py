@@ -43,7 +43,11 @@ class DemoSummary:
             lines.append(f"{layer.asset:38} {layer.partitions:>10} {rows:>10}")
         lines += ["", f"Quarantined files: {len(self.quarantined)}"]
         lines += [f"  {entry['source']}: {entry['reason']} ({entry['records']} records)" for entry in self.quarantined]
-        lines += ["", f"Models: {len(self.models)}", f"  {'day':10} {'mae':>8} {'rmse':>8} {'wape':>7} {'skill':>7}  mlflow run"]
+        lines += [
+            "",
+            f"Models: {len(self.models)}",
+            f"  {'day':10} {'mae':>8} {'rmse':>8} {'wape':>7} {'skill':>7}  mlflow run",
+        ]
         for model in self.models:
             lines.append(
                 f"  {model['day']:10} {model['mae']:8.4f} {model['rmse']:8.4f} {model['wape']:7.3f} "
@@ -118,4 +122,3 @@ def summarize(spec: DatasetSpec, resources: Mapping[str, Any], instance: dg.Dags
         latest[materialization.partition] = {"day": materialization.partition, **values}
     summary.models = [latest[day] for day in sorted(latest)]
     return summary
-

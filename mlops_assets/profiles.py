@@ -45,4 +45,6 @@ def build_resources(profile: str | None = None) -> dict[str, Any]:
     profile = profile or os.environ.get("MLOPS_PROFILE", "local")
     if profile == "local":
         return local_resources(mlops_home())
-    raise ValueError(f"MLOPS_PROFILE={profile!r} is not a profile of this version; choose one of: {', '.join(PROFILES)}")
+    raise ValueError(
+        f"MLOPS_PROFILE={profile!r} is not a profile of this version; choose one of: {', '.join(PROFILES)}"
+    )

@@ -18,7 +18,12 @@ def test_definitions_hold_every_layer_check_sensor_and_job(defs, spec) -> None:
     keys = DatasetKeys(spec)
     graph = defs.resolve_asset_graph()
     assert graph.get_all_asset_keys() == {
-        keys.landing, keys.bronze, keys.silver, keys.gold, keys.forecaster, keys.predictions
+        keys.landing,
+        keys.bronze,
+        keys.silver,
+        keys.gold,
+        keys.forecaster,
+        keys.predictions,
     }
     checks = {check.name for check in graph.asset_check_keys if check.asset_key == keys.silver}
     assert checks == {rule.name for rule in spec.quality}

@@ -36,7 +36,9 @@ def test_objects_round_trip_with_their_sha256(tmp_path: Path, instance) -> None:
     result = _run(tmp_path, [toy, consumer], instance)
     assert result.success
     stored = tmp_path / "models" / "toy" / "2026-01-02.pkl"
-    (materialization,) = [event.materialization for event in result.get_asset_materialization_events() if event.asset_key == toy.key]
+    (materialization,) = [
+        event.materialization for event in result.get_asset_materialization_events() if event.asset_key == toy.key
+    ]
     payload = stored.read_bytes().split(b"\n", 2)[2]
     assert stored.read_bytes().startswith(MAGIC)
     assert materialization.metadata["sha256"].value == hashlib.sha256(payload).hexdigest()

@@ -76,9 +76,7 @@ class PathPattern:
         """The path, relative to the landing prefix, of file ``name`` landing on ``day``."""
         if "/" in name or name in ("", ".", ".."):
             raise PathPatternError(f"file name {name!r} must be a single path segment")
-        return self.pattern.format(
-            yyyy=f"{day.year:04d}", mm=f"{day.month:02d}", dd=f"{day.day:02d}", name=name
-        )
+        return self.pattern.format(yyyy=f"{day.year:04d}", mm=f"{day.month:02d}", dd=f"{day.day:02d}", name=name)
 
 
 def _validate(pattern: str) -> None:
@@ -92,8 +90,7 @@ def _validate(pattern: str) -> None:
     unknown = sorted(set(tokens) - set(DATE_TOKENS) - {NAME_TOKEN})
     if unknown:
         raise PathPatternError(
-            f"{pattern!r} has unknown placeholder(s) {unknown}; "
-            f"use {{yyyy}}, {{mm}}, {{dd}} and {{name}}"
+            f"{pattern!r} has unknown placeholder(s) {unknown}; use {{yyyy}}, {{mm}}, {{dd}} and {{name}}"
         )
     for token in [*DATE_TOKENS, NAME_TOKEN]:
         if tokens.count(token) != 1:
@@ -103,6 +100,5 @@ def _validate(pattern: str) -> None:
     folder = pattern.rsplit("/", 1)[0] if "/" in pattern else ""
     if not all(f"{{{token}}}" in folder for token in DATE_TOKENS):
         raise PathPatternError(
-            f"{pattern!r} must spell the day in its folders, before {{name}}, "
-            "so that one day's files share one prefix"
+            f"{pattern!r} must spell the day in its folders, before {{name}}, so that one day's files share one prefix"
         )

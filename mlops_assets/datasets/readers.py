@@ -55,7 +55,9 @@ def parse_file(data: bytes, extension: str, spec: DatasetSpec) -> ParsedFile:
     """Parse and type one landing file; raise :class:`RejectedFile` to quarantine it."""
     fmt = FORMAT_BY_EXTENSION.get(extension)
     if fmt is None or fmt not in spec.landing.formats:
-        raise RejectedFile(f"unsupported file type {extension!r}; this dataset accepts {', '.join(spec.landing.formats)}")
+        raise RejectedFile(
+            f"unsupported file type {extension!r}; this dataset accepts {', '.join(spec.landing.formats)}"
+        )
     raw = _read_raw(data, fmt)
     missing = [column for column in spec.required_columns if column not in raw.columns]
     if missing:
@@ -72,7 +74,14 @@ def _read_raw(data: bytes, fmt: str) -> pd.DataFrame:
             frame = pd.read_json(io.BytesIO(data), lines=True, dtype=False, convert_dates=False)
         else:
             frame = pq.read_table(io.BytesIO(data)).to_pandas()
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, pa.ArrowInvalid, OSError) as error:
+    except (
+        UnicodeDecodeError,
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        ValueError,
+        pa.ArrowInvalid,
+        OSError,
+    ) as error:
         raise RejectedFile(f"unreadable {fmt} file: {type(error).__name__}: {str(error)[:300]}") from error
     frame.columns = [str(column) for column in frame.columns]
     if frame.columns.duplicated().any():
@@ -93,8 +102,12 @@ def _typed(raw: pd.DataFrame, spec: DatasetSpec) -> ParsedFile:
     extra = tuple(column for column in raw.columns if column not in spec.columns)
     for column in extra:
         typed[column] = raw[column].astype("string")
-    typed[RESCUED] = pd.Series([json.dumps(entry) if entry else None for entry in rescued], index=raw.index, dtype="string")
-    return ParsedFile(rows=typed.reset_index(drop=True), rescued_rows=sum(1 for entry in rescued if entry), extra_columns=extra)
+    typed[RESCUED] = pd.Series(
+        [json.dumps(entry) if entry else None for entry in rescued], index=raw.index, dtype="string"
+    )
+    return ParsedFile(
+        rows=typed.reset_index(drop=True), rescued_rows=sum(1 for entry in rescued if entry), extra_columns=extra
+    )
 
 
 def _cast(text: pd.Series, kind: str) -> pd.Series:

@@ -207,7 +207,9 @@ def _rules(reader: _Reader, raw: Any, columns: Mapping[str, str]) -> list[Qualit
             action=entry.get("action"),
         )
         if rule.action not in RULE_ACTIONS:
-            reader.fail(f"{where}.action", f"unknown action {rule.action!r} (expected one of: {', '.join(RULE_ACTIONS)})")
+            reader.fail(
+                f"{where}.action", f"unknown action {rule.action!r} (expected one of: {', '.join(RULE_ACTIONS)})"
+            )
         if rule.name in {existing.name for existing in rules}:
             reader.fail(f"{where}.name", f"rule name {rule.name!r} is used twice")
         try:
@@ -236,11 +238,16 @@ def _features(
     calendar = tuple(raw.get("calendar") or ())
     for item in calendar:
         if item not in CALENDAR_FEATURES:
-            reader.fail("features.calendar", f"unknown calendar feature {item!r} (expected: {', '.join(CALENDAR_FEATURES)})")
+            reader.fail(
+                "features.calendar", f"unknown calendar feature {item!r} (expected: {', '.join(CALENDAR_FEATURES)})"
+            )
     exogenous = tuple(raw.get("exogenous") or ())
     for column in exogenous:
         if column not in columns or column in roles.values():
-            reader.fail("features.exogenous", f"{column!r} must be a declared column other than the timestamp, entity and target")
+            reader.fail(
+                "features.exogenous",
+                f"{column!r} must be a declared column other than the timestamp, entity and target",
+            )
     features = FeatureSpec(
         lags=durations("lags"), rolling_means=durations("rolling_means"), calendar=calendar, exogenous=exogenous
     )

@@ -14,7 +14,7 @@ from mlops_assets.datasets.readers import (
     parse_file,
 )
 from mlops_assets.datasets.spec import DatasetSpec
-from mlops_assets.lakehouse.delta import PARTITION_COLUMN, DeltaLake, commit_metadata
+from mlops_assets.lakehouse.delta import PARTITION_COLUMN, DeltaLake, commit_metadata, written_table_metadata
 from mlops_assets.partitions import daily_partitions, partition_day
 from mlops_assets.policies import TRANSIENT_FAILURES
 from mlops_assets.storage.landing_zone import LandingFile, LandingZone
@@ -42,10 +42,13 @@ def build_bronze_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             "once; an unreadable or schema-violating file is moved to quarantine with its reason."
         ),
     )
-    def bronze(context: dg.AssetExecutionContext, landing: LandingZone, lake: DeltaLake) -> Iterator[dg.MaterializeResult]:
+    def bronze(
+        context: dg.AssetExecutionContext, landing: LandingZone, lake: DeltaLake
+    ) -> Iterator[dg.MaterializeResult]:
         day = partition_day(context)
         uri = lake.table_uri(*keys.table(keys.bronze))
-        ingested = _ingested_versions(lake, uri, day)
+        already = lake.read_days(uri, [day], columns=[SOURCE_FILE, SOURCE_ETAG]).rows
+        ingested = set(already.drop_duplicates().itertuples(index=False, name=None))
         files = [file for file in landing.list_day(spec, day) if (file.path, file.etag) not in ingested]
         if not files:
             context.log.info(f"No new {spec.name} files for {day}: every landing file was already ingested.")
@@ -66,7 +69,7 @@ def build_bronze_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             )
             accepted.append((file, rows, parsed.rescued_rows))
 
-        version = None
+        version, rows_added = None, sum(len(rows) for _, rows, _ in accepted)
         if accepted:
             version = lake.append(
                 uri, pd.concat([rows for _, rows, _ in accepted], ignore_index=True), commit_metadata(context)
@@ -102,9 +105,8 @@ def build_bronze_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             return
         yield dg.MaterializeResult(
             metadata={
-                "table_uri": dg.MetadataValue.path(uri),
-                "delta_version": dg.MetadataValue.int(version),
-                "rows_added": dg.MetadataValue.int(sum(len(rows) for _, rows, _ in accepted)),
+                **written_table_metadata(uri, version, len(already) + rows_added),
+                "rows_added": dg.MetadataValue.int(rows_added),
                 "rows_rescued": dg.MetadataValue.int(sum(rescued for _, _, rescued in accepted)),
                 "files_ingested": dg.MetadataValue.int(len(accepted)),
                 "ingested": dg.MetadataValue.json(
@@ -118,12 +120,6 @@ def build_bronze_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         )
 
     return bronze
-
-
-def _ingested_versions(lake: DeltaLake, uri: str, day: dt.date) -> set[tuple[str, str]]:
-    """The (path, etag) file versions already in the bronze table for ``day``."""
-    rows = lake.read_days(uri, [day], columns=[SOURCE_FILE, SOURCE_ETAG]).rows
-    return set(rows[[SOURCE_FILE, SOURCE_ETAG]].drop_duplicates().itertuples(index=False, name=None))
 
 
 def _quarantine_metadata(quarantined: list[dict]) -> dict[str, dg.MetadataValue]:

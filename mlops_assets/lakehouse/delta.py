@@ -30,6 +30,12 @@ class TableRead:
     version: int | None
     rows: pd.DataFrame
 
+    def require(self, asset: dg.AssetKey) -> TableRead:
+        """This read, or a clear failure if the table behind ``asset`` does not exist yet."""
+        if self.version is None:
+            raise dg.Failure(f"{self.uri} does not exist yet: materialize {asset.to_user_string()} first.")
+        return self
+
 
 class DeltaLake(dg.ConfigurableResource):
     """The lakehouse: one Delta table per layer and dataset under a root URI."""
@@ -129,6 +135,15 @@ def to_arrow(rows: pd.DataFrame) -> pa.Table:
             kind = pa.string()
         fields.append(pa.field(arrow_field.name, kind))
     return table.cast(pa.schema(fields))
+
+
+def written_table_metadata(uri: str, version: int, rows: int) -> dict[str, dg.MetadataValue]:
+    """Where a day was written: table URI, the Delta version of the commit, the day's rows."""
+    return {
+        "table_uri": dg.MetadataValue.path(uri),
+        "delta_version": dg.MetadataValue.int(version),
+        "dagster/row_count": dg.MetadataValue.int(rows),
+    }
 
 
 def commit_metadata(context: dg.AssetExecutionContext, **extra: Any) -> dict[str, str]:

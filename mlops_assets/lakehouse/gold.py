@@ -6,7 +6,7 @@ import dagster as dg
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
-from mlops_assets.lakehouse.delta import DeltaLake, commit_metadata
+from mlops_assets.lakehouse.delta import DeltaLake, commit_metadata, written_table_metadata
 from mlops_assets.lakehouse.features import (
     build_features,
     feature_columns,
@@ -39,22 +39,17 @@ def build_gold_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     )
     def gold(context: dg.AssetExecutionContext, lake: DeltaLake) -> dg.MaterializeResult:
         day = partition_day(context)
-        silver = lake.read_days(
-            lake.table_uri(*keys.table(keys.silver)), [day - dt.timedelta(days=back) for back in range(reach, -1, -1)]
-        )
-        if silver.version is None:
-            raise dg.Failure(f"{silver.uri} does not exist yet: materialize {keys.silver.to_user_string()} first.")
+        days = [day - dt.timedelta(days=back) for back in range(reach, -1, -1)]
+        silver = lake.read_days(lake.table_uri(*keys.table(keys.silver)), days).require(keys.silver)
         features = build_features(silver.rows, day, spec)
         uri = lake.table_uri(*keys.table(keys.gold))
         version = lake.replace_day(uri, day, features, commit_metadata(context, silver_version=silver.version))
         return dg.MaterializeResult(
             metadata={
-                "table_uri": dg.MetadataValue.path(uri),
-                "delta_version": dg.MetadataValue.int(version),
+                **written_table_metadata(uri, version, len(features)),
                 "silver_version": dg.MetadataValue.int(silver.version),
                 "features": dg.MetadataValue.json(feature_columns(spec)),
                 "rows_with_all_features": dg.MetadataValue.int(int(features.notna().all(axis=1).sum())),
-                "dagster/row_count": dg.MetadataValue.int(len(features)),
             }
         )
 

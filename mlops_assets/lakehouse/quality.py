@@ -72,7 +72,9 @@ def rule_check_results(outcomes: Sequence[RuleOutcome]) -> list[dg.AssetCheckRes
                 "expression": dg.MetadataValue.text(outcome.rule.expr),
                 "rows_checked": dg.MetadataValue.int(outcome.rows_checked),
                 "rows_failed": dg.MetadataValue.int(outcome.rows_failed),
-                "failed_share": dg.MetadataValue.float(outcome.rows_failed / outcome.rows_checked if outcome.rows_checked else 0.0),
+                "failed_share": dg.MetadataValue.float(
+                    outcome.rows_failed / outcome.rows_checked if outcome.rows_checked else 0.0
+                ),
                 "failed_examples": dg.MetadataValue.json(outcome.sample),
             },
         )

@@ -5,7 +5,7 @@ import dagster as dg
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.lakehouse.bronze import INGESTED_AT, SOURCE_FILE
-from mlops_assets.lakehouse.delta import PARTITION_COLUMN, DeltaLake, commit_metadata
+from mlops_assets.lakehouse.delta import PARTITION_COLUMN, DeltaLake, commit_metadata, written_table_metadata
 from mlops_assets.lakehouse.quality import (
     apply_rules,
     rule_check_results,
@@ -41,9 +41,7 @@ def build_silver_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     def silver(context: dg.AssetExecutionContext, lake: DeltaLake) -> dg.MaterializeResult:
         day = partition_day(context)
         columns = [*spec.columns, SOURCE_FILE, INGESTED_AT]
-        bronze = lake.read_days(lake.table_uri(*keys.table(keys.bronze)), [day], columns=columns)
-        if bronze.version is None:
-            raise dg.Failure(f"{bronze.uri} does not exist yet: materialize {keys.bronze.to_user_string()} first.")
+        bronze = lake.read_days(lake.table_uri(*keys.table(keys.bronze)), [day], columns=columns).require(keys.bronze)
         rows = bronze.rows.sort_values(INGESTED_AT, kind="stable")
         unique = rows.drop_duplicates(subset=key_columns, keep="last")
         kept, outcomes = apply_rules(unique.sort_values(key_columns).reset_index(drop=True), spec.quality)
@@ -53,13 +51,11 @@ def build_silver_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         )
         return dg.MaterializeResult(
             metadata={
-                "table_uri": dg.MetadataValue.path(uri),
-                "delta_version": dg.MetadataValue.int(version),
+                **written_table_metadata(uri, version, len(kept)),
                 "bronze_version": dg.MetadataValue.int(bronze.version),
                 "rows_in": dg.MetadataValue.int(len(rows)),
                 "duplicates_removed": dg.MetadataValue.int(len(rows) - len(unique)),
                 "rows_dropped": dg.MetadataValue.int(len(unique) - len(kept)),
-                "dagster/row_count": dg.MetadataValue.int(len(kept)),
             },
             check_results=rule_check_results(outcomes),
         )

@@ -88,7 +88,9 @@ def simulate(
         if offset in bad_days:
             kind = BAD_FILE_KINDS[len(report.bad_files) % 2] if file_format != "parquet" else "wrong_schema"
             rows = readings[readings[spec.entity_column].isin(fleet["meter_id"][:meters_per_file])]
-            report.files.append(_write(landing, spec, day, f"{run_label}-resent.{file_format}", rows, file_format, kind))
+            report.files.append(
+                _write(landing, spec, day, f"{run_label}-resent.{file_format}", rows, file_format, kind)
+            )
     return report
 
 
@@ -173,7 +175,7 @@ def _encode(rows: pd.DataFrame, fmt: str) -> bytes:
     if fmt == "csv":
         return rows.to_csv(index=False, lineterminator="\n").encode("utf-8")
     if fmt == "jsonl":
-        return "".join(json.dumps({k: v for k, v in record.items()}) + "\n" for record in rows.to_dict("records")).encode()
+        return "".join(json.dumps(record) + "\n" for record in rows.to_dict("records")).encode()
     buffer = io.BytesIO()
     rows.to_parquet(buffer, index=False)
     return buffer.getvalue()

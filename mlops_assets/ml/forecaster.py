@@ -12,9 +12,9 @@ import json
 
 import dagster as dg
 import mlflow
-from mlflow.data.delta_dataset_source import DeltaDatasetSource
-import skops
 import sklearn
+import skops
+from mlflow.data.delta_dataset_source import DeltaDatasetSource
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
@@ -52,9 +52,7 @@ def build_forecaster_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         day = partition_day(context)
         first = max(spec.start_date, day - dt.timedelta(days=window_days - 1))
         days = [first + dt.timedelta(days=offset) for offset in range((day - first).days + 1)]
-        gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), days)
-        if gold.version is None:
-            raise dg.Failure(f"{gold.uri} does not exist yet: materialize {keys.gold.to_user_string()} first.")
+        gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), days).require(keys.gold)
         outcome = train_forecaster(gold.rows, spec, window=(first, day))
         params = {"family": spec.model.family, **spec.model.params}
         inputs = [{"uri": gold.uri, "version": gold.version, "days": [first.isoformat(), day.isoformat()]}]
@@ -66,7 +64,9 @@ def build_forecaster_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             tags={"mlops.code_version": FORECASTER_CODE_VERSION, "mlops.git_commit": commit},
         ) as run:
             mlflow.log_params({**params, "seed": spec.model.seed, "training_window_days": window_days})
-            mlflow.log_metrics({**outcome.metrics, "train_rows": outcome.train_rows, "holdout_rows": outcome.holdout_rows})
+            mlflow.log_metrics(
+                {**outcome.metrics, "train_rows": outcome.train_rows, "holdout_rows": outcome.holdout_rows}
+            )
             mlflow.log_input(
                 mlflow.data.from_pandas(
                     outcome.train_frame,
@@ -102,7 +102,9 @@ def build_forecaster_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             "mlflow_run_id": dg.MetadataValue.text(run.info.run_id),
             **({"mlflow_run": dg.MetadataValue.url(run_url)} if run_url else {}),
         }
-        lineage = json.dumps({"inputs": inputs, "code": FORECASTER_CODE_VERSION, "seed": spec.model.seed}, sort_keys=True)
+        lineage = json.dumps(
+            {"inputs": inputs, "code": FORECASTER_CODE_VERSION, "seed": spec.model.seed}, sort_keys=True
+        )
         return dg.Output(
             model, metadata=metadata, data_version=dg.DataVersion(hashlib.sha256(lineage.encode()).hexdigest()[:20])
         )

@@ -29,7 +29,9 @@ class MlflowTracking(dg.ConfigurableResource):
         if existing is not None:
             return existing.experiment_id
         try:
-            return mlflow.create_experiment(name, artifact_location=self.artifact_root and f"{self.artifact_root}/{name}")
+            return mlflow.create_experiment(
+                name, artifact_location=self.artifact_root and f"{self.artifact_root}/{name}"
+            )
         except MlflowException:
             # Another run created it between the lookup and the create.
             created = mlflow.get_experiment_by_name(name)

@@ -5,7 +5,7 @@ import numpy as np
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
-from mlops_assets.lakehouse.delta import PARTITION_COLUMN, DeltaLake, commit_metadata
+from mlops_assets.lakehouse.delta import PARTITION_COLUMN, DeltaLake, commit_metadata, written_table_metadata
 from mlops_assets.ml.trainer import Forecaster, forecast_metrics
 from mlops_assets.partitions import daily_partitions, partition_day
 from mlops_assets.policies import TRANSIENT_FAILURES, on_upstream_update
@@ -33,7 +33,7 @@ def build_predictions_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     )
     def predictions(context: dg.AssetExecutionContext, forecaster: Forecaster, lake: DeltaLake) -> dg.MaterializeResult:
         day = partition_day(context)
-        gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), [day])
+        gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), [day]).require(keys.gold)
         rows = gold.rows
         predicted = forecaster.predict(rows) if len(rows) else np.array([], dtype=float)
         model = f"{keys.forecaster.to_user_string()}@{context.partition_key}"
@@ -45,13 +45,11 @@ def build_predictions_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         metrics = forecast_metrics(rows, predicted, spec) if len(rows) else {}
         return dg.MaterializeResult(
             metadata={
-                "table_uri": dg.MetadataValue.path(uri),
-                "delta_version": dg.MetadataValue.int(version),
+                **written_table_metadata(uri, version, len(scored)),
                 "gold_version": dg.MetadataValue.int(gold.version),
                 "model": dg.MetadataValue.text(model),
                 "mlflow_run_id": dg.MetadataValue.text(forecaster.mlflow_run_id or ""),
                 **{f"day_{name}": dg.MetadataValue.float(value) for name, value in metrics.items()},
-                "dagster/row_count": dg.MetadataValue.int(len(scored)),
             }
         )
 
