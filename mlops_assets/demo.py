@@ -42,7 +42,7 @@ class DemoSummary:
             rows = "" if layer.rows is None else f"{layer.rows:,}"
             lines.append(f"{layer.asset:38} {layer.partitions:>10} {rows:>10}")
         lines += ["", f"Quarantined files: {len(self.quarantined)}"]
-        lines += [f"  {entry['source']}: {entry['reason']} ({entry['records']} records)" for entry in self.quarantined]
+        lines += [f"  {entry['path']}: {entry['reason']} ({entry['records']} records)" for entry in self.quarantined]
         lines += [
             "",
             f"Models: {len(self.models)}",

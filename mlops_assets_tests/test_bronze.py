@@ -10,6 +10,7 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
@@ -71,7 +72,7 @@ def test_bad_files_are_quarantined_and_every_record_is_accounted_for(defs, resou
 
     bronze_rows = sum(len(_bronze_rows(resources, spec, day)) for day in days)
     quarantined = resources["landing"].quarantined(spec)
-    assert sorted(entry["source"] for entry in quarantined) == sorted(file.path for file in report.bad_files)
+    assert sorted(entry["path"] for entry in quarantined) == sorted(file.path for file in report.bad_files)
     assert bronze_rows + sum(entry["records"] for entry in quarantined) == report.records
 
     # Good files of the same days landed; bad ones left the landing zone with their reasons.
@@ -81,11 +82,34 @@ def test_bad_files_are_quarantined_and_every_record_is_accounted_for(defs, resou
     reasons = [entry["reason"] for entry in quarantined]
     assert any("UnicodeDecodeError" in reason for reason in reasons)
     assert any("missing required column(s) ['kwh']" in reason for reason in reasons)
-    quarantine_root = Path(resources["landing"].quarantine_root.removeprefix("file://"))
+    by_path = {entry["path"]: entry for entry in quarantined}
     for file in report.bad_files:
-        assert (quarantine_root / file.path).read_bytes()
-        sidecar = json.loads((quarantine_root / f"{file.path}.reason.json").read_text())
-        assert sidecar["records"] == file.records
+        kept = Path(by_path[file.path]["quarantined_to"].removeprefix("file://"))
+        assert kept.name == Path(file.path).name and kept.read_bytes()
+        assert by_path[file.path]["records"] == file.records
+
+
+def test_quarantining_the_same_path_twice_keeps_both_versions(defs, resources, instance, spec) -> None:
+    keys = DatasetKeys(spec)
+    path = f"{spec.landing.prefix}/{spec.landing.path_pattern.path_for(DAY, 'broken.csv')}"
+    for attempt in ("first", "second, longer"):
+        resources["landing"].write_bytes(path, f"not,the,columns\n{attempt},1,2\n".encode())
+        materialize_day(defs, resources, instance, [keys.bronze], DAY)
+    quarantined = resources["landing"].quarantined(spec)
+    assert [entry["path"] for entry in quarantined] == [path, path]
+    assert len({entry["etag"] for entry in quarantined}) == 2
+    assert resources["landing"].list_day(spec, DAY) == []
+
+
+def test_a_file_with_only_a_header_is_quarantined_not_retried(defs, resources, instance, spec) -> None:
+    keys = DatasetKeys(spec)
+    path = f"{spec.landing.prefix}/{spec.landing.path_pattern.path_for(DAY, 'header-only.csv')}"
+    resources["landing"].write_bytes(path, b"meter_id,timestamp,kwh,temperature\n")
+    first = materialize_day(defs, resources, instance, [keys.bronze], DAY)
+    assert _materializations(first, keys.bronze) == []
+    (entry,) = resources["landing"].quarantined(spec)
+    assert entry["reason"] == "the file holds no records" and entry["records"] == 0
+    assert resources["landing"].list_day(spec, DAY) == []
 
 
 def test_unparseable_values_are_rescued_not_lost(defs, resources, instance, spec) -> None:
@@ -102,3 +126,17 @@ def test_unparseable_values_are_rescued_not_lost(defs, resources, instance, spec
     assert rows["kwh"].isna().tolist() == [False, True]
     assert json.loads(rows.loc[1, "_rescued"]) == {"kwh": "n/a"}
     assert rows["firmware"].tolist() == ["v2", "v2"]
+
+
+@pytest.mark.parametrize("file_format", ["jsonl", "parquet"])
+def test_json_lines_and_parquet_files_land_like_csv(defs, resources, instance, spec, file_format) -> None:
+    keys = DatasetKeys(spec)
+    report = simulate(
+        resources["landing"], spec, DAY, days=1, meters=4, meters_per_file=2, bad_files=1, file_format=file_format
+    )
+    materialize_day(defs, resources, instance, [keys.bronze], DAY)
+    rows = _bronze_rows(resources, spec)
+    (bad,) = report.bad_files
+    assert len(rows) == report.records - bad.records
+    assert rows["kwh"].dtype == "float64" and str(rows["timestamp"].dtype).startswith("datetime64")
+    assert [entry["path"] for entry in resources["landing"].quarantined(spec)] == [bad.path]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections import Counter
+from pathlib import Path
 
 import dagster as dg
 
 from mlops_assets.datasets.keys import DatasetKeys
+from mlops_assets.landing.cursor import LandingCursor
 from mlops_assets.landing.simulate import simulate
 
 START = dt.date(2026, 1, 1)
@@ -73,3 +76,25 @@ def test_hidden_files_still_being_written_are_not_picked_up(defs, resources, ins
     _drop(resources, spec, START, "_SUCCESS")
     result, _ = _tick(defs, resources, instance, cursor=None)
     assert isinstance(result, dg.SkipReason)
+
+
+def test_a_file_with_an_old_modification_time_is_still_found(defs, resources, instance, spec) -> None:
+    _drop(resources, spec, START, "fast.csv")
+    first, _ = _tick(defs, resources, instance, cursor=None)
+    slow = _drop(resources, spec, START, "slow.csv")
+    landing_root = Path(resources["landing"].root.removeprefix("file://"))
+    os.utime(landing_root / slow, (0, 0))
+
+    second, _ = _tick(defs, resources, instance, cursor=first.cursor)
+    assert [request.partition_key for request in second.run_requests] == [START.isoformat()]
+    (event,) = second.asset_events
+    assert [file["path"] for file in event.metadata["files"].value] == [slow]
+
+
+def test_a_file_for_a_day_that_has_not_started_waits_for_it(defs, resources, instance, spec) -> None:
+    tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=2)
+    _drop(resources, spec, tomorrow, "early-bird.csv")
+    result, _ = _tick(defs, resources, instance, cursor=None)
+    assert result.run_requests == []
+    (waiting,) = resources["landing"].list_dataset(spec)
+    assert LandingCursor.parse(result.cursor).is_new(waiting)

@@ -59,6 +59,8 @@ def parse_file(data: bytes, extension: str, spec: DatasetSpec) -> ParsedFile:
             f"unsupported file type {extension!r}; this dataset accepts {', '.join(spec.landing.formats)}"
         )
     raw = _read_raw(data, fmt)
+    if raw.empty:
+        raise RejectedFile("the file holds no records")
     missing = [column for column in spec.required_columns if column not in raw.columns]
     if missing:
         raise RejectedFile(f"missing required column(s) {missing}; found {sorted(map(str, raw.columns))}")

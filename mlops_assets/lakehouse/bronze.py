@@ -55,46 +55,46 @@ def build_bronze_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             return
         ingested_at = pd.Timestamp.now(tz="UTC")
         accepted: list[tuple[LandingFile, pd.DataFrame, int]] = []
-        rejected: list[dict] = []
+        quarantined: list[dict] = []
         for file in files:
             data = landing.read_bytes(file)
             records = count_records(data, FORMAT_BY_EXTENSION.get(file.extension, "csv"))
             try:
                 parsed = parse_file(data, file.extension, spec)
             except RejectedFile as reason:
-                rejected.append({"file": file, "reason": str(reason), "records": records})
+                quarantined.append(
+                    {
+                        "path": file.path,
+                        "etag": file.etag,
+                        "reason": str(reason),
+                        "records": records,
+                        "event_date": day.isoformat(),
+                        "dagster_run_id": context.run.run_id,
+                        "quarantined_at": dt.datetime.now(dt.UTC).isoformat(),
+                        "_file": file,
+                        "_data": data,
+                    }
+                )
                 continue
             rows = parsed.rows.assign(
                 **{SOURCE_FILE: file.path, SOURCE_ETAG: file.etag, INGESTED_AT: ingested_at, PARTITION_COLUMN: day}
             )
             accepted.append((file, rows, parsed.rescued_rows))
 
-        version, rows_added = None, sum(len(rows) for _, rows, _ in accepted)
+        version, inserted = None, 0
         if accepted:
-            version = lake.append(
-                uri, pd.concat([rows for _, rows, _ in accepted], ignore_index=True), commit_metadata(context)
+            version, inserted = lake.insert_new(
+                uri,
+                day,
+                pd.concat([rows for _, rows, _ in accepted], ignore_index=True),
+                match_columns=[SOURCE_FILE, SOURCE_ETAG],
+                commit_metadata=commit_metadata(context),
             )
-        quarantined = [
-            {
-                "path": entry["file"].path,
-                "reason": entry["reason"],
-                "records": entry["records"],
-                "quarantined_to": landing.quarantine(
-                    entry["file"],
-                    {
-                        "reason": entry["reason"],
-                        "records": entry["records"],
-                        "event_date": day.isoformat(),
-                        "dagster_run_id": context.run.run_id,
-                        "quarantined_at": dt.datetime.now(dt.UTC).isoformat(),
-                    },
-                ),
-            }
-            for entry in rejected
-        ]
         for entry in quarantined:
+            file, data = entry.pop("_file"), entry.pop("_data")
+            entry["quarantined_to"] = landing.quarantine(file, data, entry)
             context.log.warning(f"Quarantined {entry['path']}: {entry['reason']}")
-        if not accepted:
+        if inserted == 0:
             # Nothing changed in the table; record what happened without a new materialization,
             # so downstream days are not rebuilt for nothing.
             context.log_event(
@@ -105,8 +105,8 @@ def build_bronze_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             return
         yield dg.MaterializeResult(
             metadata={
-                **written_table_metadata(uri, version, len(already) + rows_added),
-                "rows_added": dg.MetadataValue.int(rows_added),
+                **written_table_metadata(uri, version, len(already) + inserted),
+                "rows_added": dg.MetadataValue.int(inserted),
                 "rows_rescued": dg.MetadataValue.int(sum(rescued for _, _, rescued in accepted)),
                 "files_ingested": dg.MetadataValue.int(len(accepted)),
                 "ingested": dg.MetadataValue.json(

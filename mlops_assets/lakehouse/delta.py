@@ -84,35 +84,72 @@ class DeltaLake(dg.ConfigurableResource):
         table = self._table(uri)
         return 0 if table is None else table.to_pyarrow_dataset().count_rows()
 
-    def append(self, uri: str, rows: pd.DataFrame, commit_metadata: Mapping[str, str]) -> int:
-        """Append rows in one commit, merging new columns into the schema; returns the new version."""
-        write_deltalake(
-            uri,
-            to_arrow(rows),
-            mode="append",
-            partition_by=[PARTITION_COLUMN],
-            schema_mode="merge",
-            storage_options=self.storage_options,
-            commit_properties=CommitProperties(custom_metadata=dict(commit_metadata)),
+    def insert_new(
+        self,
+        uri: str,
+        day: dt.date,
+        rows: pd.DataFrame,
+        match_columns: Sequence[str],
+        commit_metadata: Mapping[str, str],
+    ) -> tuple[int, int]:
+        """Append the rows of ``day`` whose ``match_columns`` values are not in the day yet,
+        merging new columns into the schema; returns (table version, rows inserted).
+
+        This is a Delta MERGE, not a blind append: two runs inserting the same rows at
+        once conflict, one commit fails and its retry finds the rows already there.
+        """
+        arrow = to_arrow(rows)
+        properties = CommitProperties(custom_metadata=dict(commit_metadata))
+        table = self._table(uri)
+        if table is None:
+            write_deltalake(
+                uri,
+                arrow,
+                mode="append",
+                partition_by=[PARTITION_COLUMN],
+                storage_options=self.storage_options,
+                commit_properties=properties,
+            )
+            return self._committed_version(uri), len(rows)
+        matches = " AND ".join(f"t.{column} = s.{column}" for column in match_columns)
+        result = (
+            table.merge(
+                arrow,
+                predicate=f"{matches} AND t.{PARTITION_COLUMN} = '{day.isoformat()}'",
+                source_alias="s",
+                target_alias="t",
+                merge_schema=True,
+                commit_properties=properties,
+            )
+            .when_not_matched_insert_all()
+            .execute()
         )
-        return self._committed_version(uri)
+        return table.version(), int(result["num_target_rows_inserted"])
 
     def replace_day(self, uri: str, day: dt.date, rows: pd.DataFrame, commit_metadata: Mapping[str, str]) -> int:
-        """Replace the rows of one event day in one commit; returns the new version."""
+        """Replace the rows of one event day in one commit; returns the version of that commit.
+
+        New columns are merged into the schema, so a richer feature recipe does not need
+        the table to be rebuilt.
+        """
         if not rows.empty and set(rows[PARTITION_COLUMN].unique()) != {day}:
             raise ValueError(f"rows written to the {day} partition of {uri} must all have {PARTITION_COLUMN}={day}")
+        table = self._table(uri)
         write_deltalake(
-            uri,
+            uri if table is None else table,
             to_arrow(rows),
             mode="overwrite",
             predicate=f"{PARTITION_COLUMN} = '{day.isoformat()}'",
             partition_by=[PARTITION_COLUMN],
-            storage_options=self.storage_options,
+            schema_mode="merge",
+            storage_options=self.storage_options if table is None else None,
             commit_properties=CommitProperties(custom_metadata=dict(commit_metadata)),
         )
-        return self._committed_version(uri)
+        return self._committed_version(uri) if table is None else table.version()
 
     def _committed_version(self, uri: str) -> int:
+        """The version after the commit that created the table (version 0 unless another
+        writer committed in between)."""
         table = self._table(uri)
         if table is None:
             raise RuntimeError(f"{uri} is not a Delta table after a successful write")

@@ -1,44 +1,47 @@
-"""The landing sensor's cursor: how far it has read the landing zone."""
+"""The landing sensor's cursor: which file versions it has already turned into runs."""
 
 from __future__ import annotations
 
-import datetime as dt
+import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from mlops_assets.storage.landing_zone import LandingFile
 
 
+def version_digest(file: LandingFile) -> str:
+    """A short, stable name for one version (path and etag) of one file."""
+    return hashlib.sha256(f"{file.path}@{file.etag}".encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class LandingCursor:
-    """How far the sensor has read: the newest modification time it has seen, and the
-    paths modified at exactly that time (so a file sharing that instant is not missed)."""
+    """The file versions already requested, by event day.
 
-    modified: dt.datetime | None = None
-    paths_at_mark: frozenset[str] = frozenset()
+    Keeping versions rather than a newest-modification-time mark means a file is new
+    until it has been requested, whatever its timestamp says: a slow upload that
+    commits after a faster one, or a copy that keeps an old modification time, is
+    still found. A day's entry grows by 16 characters a file.
+    """
+
+    seen: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, raw: str | None) -> LandingCursor:
         if not raw:
             return cls()
-        state = json.loads(raw)
-        return cls(modified=dt.datetime.fromisoformat(state["modified"]), paths_at_mark=frozenset(state["paths"]))
+        return cls(seen={day: frozenset(digests) for day, digests in json.loads(raw)["seen"].items()})
 
     def serialize(self) -> str:
-        return json.dumps(
-            {"modified": self.modified.isoformat() if self.modified else None, "paths": sorted(self.paths_at_mark)}
-        )
+        return json.dumps({"seen": {day: sorted(digests) for day, digests in sorted(self.seen.items())}})
 
     def is_new(self, file: LandingFile) -> bool:
-        if self.modified is None or file.modified > self.modified:
-            return True
-        return file.modified == self.modified and file.path not in self.paths_at_mark
+        return version_digest(file) not in self.seen.get(file.event_date.isoformat(), frozenset())
 
-    def advance(self, files: list[LandingFile]) -> LandingCursor:
-        if not files:
-            return self
-        newest = max(file.modified for file in files)
-        at_mark = {file.path for file in files if file.modified == newest}
-        if newest == self.modified:
-            at_mark |= self.paths_at_mark
-        return LandingCursor(modified=newest, paths_at_mark=frozenset(at_mark))
+    def advance(self, files: Iterable[LandingFile]) -> LandingCursor:
+        seen = dict(self.seen)
+        for file in files:
+            day = file.event_date.isoformat()
+            seen[day] = seen.get(day, frozenset()) | {version_digest(file)}
+        return LandingCursor(seen=seen)

@@ -37,14 +37,21 @@ def build_landing_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
         if not new_files:
             return dg.SkipReason(f"No new files under {spec.landing.prefix}/.")
         by_day: dict[dt.date, list[LandingFile]] = defaultdict(list)
+        too_early: list[LandingFile] = []
         for file in new_files:
             if partitions.has_partition_key(file.event_date.isoformat()):
                 by_day[file.event_date].append(file)
+            elif file.event_date < spec.start_date:
+                too_early.append(file)
+                context.log.warning(f"{file.path}: event day {file.event_date} is before {spec.start_date}; ignored.")
             else:
-                context.log.warning(
-                    f"{file.path}: event day {file.event_date} is outside the partitions "
-                    f"({spec.start_date} to today); it is not ingested."
-                )
+                # A day that has not started yet in UTC: left unseen, requested once it starts.
+                context.log.info(f"{file.path}: event day {file.event_date} has not started yet; waiting.")
+        cursor = cursor.advance([*too_early, *(file for files in by_day.values() for file in files)])
+        if not by_day:
+            return dg.SensorResult(
+                skip_reason=f"No new files for open days under {spec.landing.prefix}/.", cursor=cursor.serialize()
+            )
         run_requests = [
             dg.RunRequest(
                 run_key=run_key(spec, day, files),
@@ -68,8 +75,6 @@ def build_landing_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
             )
             for day, files in sorted(by_day.items())
         ]
-        return dg.SensorResult(
-            run_requests=run_requests, cursor=cursor.advance(new_files).serialize(), asset_events=observations
-        )
+        return dg.SensorResult(run_requests=run_requests, cursor=cursor.serialize(), asset_events=observations)
 
     return landing_sensor

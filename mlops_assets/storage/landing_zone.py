@@ -97,20 +97,26 @@ class LandingZone(dg.ConfigurableResource):
         staging.write_bytes(data)
         target.fs.mv(staging.path, target.path)
 
-    def quarantine(self, file: LandingFile, reason: dict[str, Any]) -> str:
-        """Move a rejected file out of the landing zone and write its reason beside it.
+    def quarantine(self, file: LandingFile, data: bytes, reason: dict[str, Any]) -> str:
+        """Keep a rejected file version in quarantine with its reason, and take it out of
+        the landing zone; returns the quarantined copy's URI.
 
-        The sidecar ``<name>.reason.json`` is written before the move, so a crash
-        between the two leaves the file in the landing zone to be tried again.
-        Returns the quarantined file's URI.
+        Each version is kept under its etag (``<folder>/<etag>/<name>``), so rejecting the
+        same path again never overwrites an earlier rejection. ``data`` is the version that
+        was parsed; the landing file is removed only if it is still that version, so a
+        newer upload under the same name waits for its own turn. The reason sidecar
+        ``<name>.reason.json`` is written last: a crash before it leaves the landing file
+        in place to be tried again.
         """
-        source = self._root() / file.path
-        target = UPath(self.quarantine_root, **self.storage_options) / file.path
+        folder, _, name = file.path.rpartition("/")
+        target = UPath(self.quarantine_root, **self.storage_options) / folder / _safe_segment(file.etag) / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        sidecar = target.with_name(f"{target.name}.reason.json")
-        sidecar.write_text(json.dumps({**reason, "source": file.path, "etag": file.etag}, indent=2, default=str))
-        target.write_bytes(source.read_bytes())
-        source.unlink()
+        target.write_bytes(data)
+        sidecar = target.with_name(f"{name}.reason.json")
+        sidecar.write_text(json.dumps(reason, indent=2, default=str))
+        source = self._root() / file.path
+        if source.exists() and _etag(source.fs.info(source.path)) == file.etag:
+            source.unlink()
         return str(target)
 
     def quarantined(self, spec: DatasetSpec) -> list[dict[str, Any]]:
@@ -119,7 +125,17 @@ class LandingZone(dg.ConfigurableResource):
         if not folder.exists():
             return []
         sidecars = sorted(path for path in folder.fs.find(folder.path) if path.endswith(".reason.json"))
-        return [json.loads(folder.fs.cat_file(path)) for path in sidecars]
+        return [
+            {
+                **json.loads(folder.fs.cat_file(path)),
+                "quarantined_to": folder.fs.unstrip_protocol(path[: -len(".reason.json")]),
+            }
+            for path in sidecars
+        ]
+
+
+def _safe_segment(text: str) -> str:
+    return "".join(character if character.isalnum() or character in "-_" else "_" for character in text)
 
 
 def _etag(info: dict[str, Any]) -> str:
