@@ -119,17 +119,47 @@ def test_a_new_bronze_day_is_pushed_downstream_in_one_tick(defs, resources, inst
     initial = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert initial.total_requested == 0
 
+    # The first day with data is not the spec's first day: the day before it is a gap.
     simulate(resources["landing"], spec, DAYS[1], days=1, meters=2, meters_per_file=2, dirty_share=0.0)
     materialize_day(defs, resources, instance, [keys.bronze], DAYS[1])
     pushed = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=initial.cursor)
-    downstream = (keys.silver, keys.gold, keys.forecaster, keys.predictions)
-    assert {key: pushed.get_requested_partitions(key) for key in downstream} == {
-        key: {DAYS[1].isoformat()} for key in downstream
-    }
-    assert pushed.total_requested == len(downstream)
+    assert pushed.get_requested_partitions(keys.silver) == {DAYS[1].isoformat()}
+    # The next day's features look back on this one, so it is asked for too; with no
+    # data of its own it builds nothing (see the test below).
+    for key in (keys.gold, keys.forecaster, keys.predictions):
+        assert pushed.get_requested_partitions(key) == {DAYS[1].isoformat(), DAYS[2].isoformat()}
 
     settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=pushed.cursor)
     assert settled.total_requested == 0
+
+
+def test_a_day_without_data_of_its_own_builds_nothing(defs, resources, instance, spec) -> None:
+    keys = DatasetKeys(spec)
+    simulate(resources["landing"], spec, DAYS[1], days=1, meters=2, meters_per_file=2, dirty_share=0.0)
+    run_lifecycle(defs, spec, instance, DAYS[1])
+    result = materialize_day(defs, resources, instance, [keys.gold, keys.forecaster, keys.predictions], DAYS[2])
+    assert result.success
+    assert result.get_asset_materialization_events() == []
+    assert instance.get_materialized_partitions(keys.gold) == {DAYS[1].isoformat()}
+
+
+def test_late_data_for_a_day_rebuilds_the_next_days_features(defs, resources, instance, spec) -> None:
+    keys = DatasetKeys(spec)
+    lake = resources["lake"]
+    simulate(resources["landing"], spec, DAYS[1], days=1, meters=2, meters_per_file=2, dirty_share=0.0)
+    run_lifecycle(defs, spec, instance, DAYS[1])
+    gold_uri = lake.table_uri(*keys.table(keys.gold))
+    assert lake.read_days(gold_uri, [DAYS[1]]).rows["kwh_lag_24h"].isna().all()
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+
+    simulate(resources["landing"], spec, DAYS[0], days=1, meters=2, meters_per_file=2, dirty_share=0.0)
+    materialize_day(defs, resources, instance, [keys.bronze], DAYS[0])
+    late = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    assert late.get_requested_partitions(keys.gold) == {DAYS[0].isoformat(), DAYS[1].isoformat()}
+
+    for day in DAYS[:2]:
+        materialize_day(defs, resources, instance, [keys.silver, keys.gold], day)
+    assert lake.read_days(gold_uri, [DAYS[1]]).rows["kwh_lag_24h"].notna().all()
 
 
 def test_automation_holds_back_a_day_whose_blocking_check_failed(defs, resources, instance, spec) -> None:

@@ -32,6 +32,10 @@ ROLE_TYPES = {
 
 RuleAction = Literal["warn", "drop", "fail"]
 
+# The event day a row belongs to: the Dagster daily partition, and the Delta partition
+# column of every table. Quality rules can refer to it.
+PARTITION_COLUMN = "event_date"
+
 
 class SpecError(ValueError):
     """A dataset spec is invalid; the message names the file and the field."""
@@ -196,7 +200,7 @@ def _landing(reader: _Reader, raw: Mapping[str, Any]) -> LandingSpec:
 def _rules(reader: _Reader, raw: Any, columns: Mapping[str, str]) -> list[QualityRule]:
     if not isinstance(raw, list):
         reader.fail("quality", "must be a list of rules")
-    probe = empty_frame(columns)
+    probe = empty_frame(columns).assign(**{PARTITION_COLUMN: pd.Series(dtype=object)})
     rules: list[QualityRule] = []
     for index, entry in enumerate(raw):
         where = f"quality[{index}]"

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from pydantic import Field
 
-PARTITION_COLUMN = "event_date"
+from mlops_assets.datasets.spec import PARTITION_COLUMN
 
 
 @dataclass(frozen=True)

@@ -45,16 +45,20 @@ def build_features(silver: pd.DataFrame, day: dt.date, spec: DatasetSpec) -> pd.
     recipe = spec.features
     history = silver[[entity, timestamp, target, *recipe.exogenous, PARTITION_COLUMN]].sort_values([entity, timestamp])
     gold = history[history[PARTITION_COLUMN] == day].reset_index(drop=True)
-    observed = history[[entity, timestamp, target]]
+    # One value per entity and hour, whichever day it was filed under.
+    observed = history[[entity, timestamp, target]].drop_duplicates([entity, timestamp], keep="last")
     for lag in recipe.lags:
         lagged = observed.assign(**{timestamp: observed[timestamp] + lag})
         gold = gold.merge(
-            lagged.rename(columns={target: f"{target}_lag_{duration_label(lag)}"}), on=[entity, timestamp], how="left"
+            lagged.rename(columns={target: f"{target}_lag_{duration_label(lag)}"}),
+            on=[entity, timestamp],
+            how="left",
+            validate="many_to_one",
         )
-    by_time = history.set_index(timestamp).groupby(entity, sort=False)[target]
+    by_time = observed.set_index(timestamp).groupby(entity, sort=False)[target]
     for window in recipe.rolling_means:
         trailing = by_time.rolling(window, closed="left").mean().rename(f"{target}_mean_{duration_label(window)}")
-        gold = gold.merge(trailing.reset_index(), on=[entity, timestamp], how="left")
+        gold = gold.merge(trailing.reset_index(), on=[entity, timestamp], how="left", validate="many_to_one")
     stamps = gold[timestamp].dt
     calendar = {
         "hour": stamps.hour,

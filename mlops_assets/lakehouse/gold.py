@@ -1,12 +1,13 @@
 """Gold: model-ready feature rows of a day."""
 
 import datetime as dt
+from collections.abc import Iterator
 
 import dagster as dg
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
-from mlops_assets.lakehouse.delta import DeltaLake, commit_metadata, written_table_metadata
+from mlops_assets.lakehouse.delta import PARTITION_COLUMN, DeltaLake, commit_metadata, written_table_metadata
 from mlops_assets.lakehouse.features import (
     build_features,
     feature_columns,
@@ -24,11 +25,20 @@ def build_gold_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=keys.gold,
-        deps=[keys.silver],
+        # A day's lags reach into the days before it: late data for those days rebuilds it.
+        deps=[
+            dg.AssetDep(
+                keys.silver,
+                partition_mapping=dg.TimeWindowPartitionMapping(
+                    start_offset=-reach, allow_nonexistent_upstream_partitions=True
+                ),
+            )
+        ],
         partitions_def=daily_partitions(spec),
         group_name="gold",
         kinds={"delta", "pandas"},
         code_version=GOLD_CODE_VERSION,
+        output_required=False,
         automation_condition=on_upstream_update(),
         retry_policy=TRANSIENT_FAILURES,
         description=(
@@ -37,14 +47,18 @@ def build_gold_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             "back into silver; a missing earlier hour leaves its feature empty."
         ),
     )
-    def gold(context: dg.AssetExecutionContext, lake: DeltaLake) -> dg.MaterializeResult:
+    def gold(context: dg.AssetExecutionContext, lake: DeltaLake) -> Iterator[dg.MaterializeResult]:
         day = partition_day(context)
         days = [day - dt.timedelta(days=back) for back in range(reach, -1, -1)]
         silver = lake.read_days(lake.table_uri(*keys.table(keys.silver)), days).require(keys.silver)
         features = build_features(silver.rows, day, spec)
         uri = lake.table_uri(*keys.table(keys.gold))
+        if features.empty and not lake.read_days(uri, [day], columns=[PARTITION_COLUMN]).rows.size:
+            # Asked for because a day it looks back on changed, but no data of its own yet.
+            context.log.info(f"No silver rows for {day}: nothing to build.")
+            return
         version = lake.replace_day(uri, day, features, commit_metadata(context, silver_version=silver.version))
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata={
                 **written_table_metadata(uri, version, len(features)),
                 "silver_version": dg.MetadataValue.int(silver.version),

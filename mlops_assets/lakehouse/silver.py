@@ -44,11 +44,10 @@ def build_silver_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         bronze = lake.read_days(lake.table_uri(*keys.table(keys.bronze)), [day], columns=columns).require(keys.bronze)
         rows = bronze.rows.sort_values(INGESTED_AT, kind="stable")
         unique = rows.drop_duplicates(subset=key_columns, keep="last")
-        kept, outcomes = apply_rules(unique.sort_values(key_columns).reset_index(drop=True), spec.quality)
+        ordered = unique.sort_values(key_columns).reset_index(drop=True).assign(**{PARTITION_COLUMN: day})
+        kept, outcomes = apply_rules(ordered, spec.quality)
         uri = lake.table_uri(*keys.table(keys.silver))
-        version = lake.replace_day(
-            uri, day, kept.assign(**{PARTITION_COLUMN: day}), commit_metadata(context, bronze_version=bronze.version)
-        )
+        version = lake.replace_day(uri, day, kept, commit_metadata(context, bronze_version=bronze.version))
         return dg.MaterializeResult(
             metadata={
                 **written_table_metadata(uri, version, len(kept)),
