@@ -55,7 +55,7 @@ simulation_options = [
     click.option(
         "--bad-files",
         type=click.IntRange(0),
-        default=2,
+        default=0,
         show_default=True,
         help="Whole files made unreadable or schema-violating, at most one a day.",
     ),
@@ -74,6 +74,10 @@ def _with_simulation_options(command):
 
 def _simulate(spec: DatasetSpec, resources, start, **options) -> None:
     first = start.date() if start else spec.start_date
+    if options["bad_files"] > options["days"]:
+        raise click.BadParameter(
+            f"at most one bad file a day: {options['bad_files']} for {options['days']} day(s)", param_hint="--bad-files"
+        )
     report = simulate(resources["landing"], spec, first, **options)
     last = first + dt.timedelta(days=options["days"] - 1)
     bad = ", ".join(f"{file.path} [{file.kind}]" for file in report.bad_files) or "none"

@@ -25,6 +25,10 @@ def lifecycle_job_name(spec: DatasetSpec) -> str:
     return f"{spec.name}_lifecycle"
 
 
+def rebuild_job_name(spec: DatasetSpec) -> str:
+    return f"{spec.name}_rebuild"
+
+
 def dataset_definitions(spec: DatasetSpec) -> dg.Definitions:
     """Everything one dataset spec declares, from landing files to predictions."""
     keys = DatasetKeys(spec)
@@ -33,6 +37,15 @@ def dataset_definitions(spec: DatasetSpec) -> dg.Definitions:
         selection=dg.AssetSelection.assets(keys.bronze, keys.silver, keys.gold, keys.forecaster, keys.predictions),
         partitions_def=daily_partitions(spec),
         description=f"One day of {spec.name}, end to end: bronze, silver with its checks, gold, model, predictions.",
+    )
+    rebuild = dg.define_asset_job(
+        rebuild_job_name(spec),
+        selection=dg.AssetSelection.assets(keys.silver, keys.gold, keys.forecaster, keys.predictions),
+        partitions_def=daily_partitions(spec),
+        description=(
+            f"Rebuild days of {spec.name} from bronze onwards, after a change of rules, features or "
+            "model; launch it as a backfill over the days to rebuild."
+        ),
     )
     return dg.Definitions(
         assets=[
@@ -43,7 +56,7 @@ def dataset_definitions(spec: DatasetSpec) -> dg.Definitions:
             build_forecaster_asset(spec),
             build_predictions_asset(spec),
         ],
-        jobs=[lifecycle],
+        jobs=[lifecycle, rebuild],
         sensors=[build_landing_sensor(spec)],
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import statistics
 from collections.abc import Callable, Mapping
@@ -54,9 +55,10 @@ class DemoSummary:
                 f"{model.get('skill', float('nan')):7.3f}  {model['mlflow_run_id']}"
             )
         if self.models:
+            skills = [m["skill"] for m in self.models if not math.isnan(m.get("skill", math.nan))]
             lines.append(
-                f"  mean hold-out MAE {statistics.fmean(m['mae'] for m in self.models):.4f} kWh, "
-                f"mean skill vs seasonal naive {statistics.fmean(m.get('skill', 0.0) for m in self.models):.3f}"
+                f"  mean hold-out MAE {statistics.fmean(m['mae'] for m in self.models):.4f}, "
+                f"mean skill vs seasonal naive {statistics.fmean(skills) if skills else math.nan:.3f}"
             )
         return "\n".join(lines)
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import pickle
+import subprocess
 
 import dagster as dg
 import mlflow
+import pandas as pd
 import pytest
 
 from mlops_assets.datasets.keys import DatasetKeys
@@ -45,7 +48,7 @@ def test_every_layer_has_every_day(lifecycle, resources, instance, spec) -> None
     assert silver[spec.target_column].between(0, 50).all()
 
 
-def test_model_metadata_is_the_experiment_record(lifecycle, resources, mlflow_tracking, spec) -> None:
+def test_model_metadata_is_the_experiment_record(lifecycle, defs, resources, mlflow_tracking, spec) -> None:
     keys = DatasetKeys(spec)
     last = lifecycle[-1]
     metadata = _materialization(last, keys.forecaster).metadata
@@ -58,8 +61,11 @@ def test_model_metadata_is_the_experiment_record(lifecycle, resources, mlflow_tr
     assert table["uri"] == resources["lake"].table_uri("gold", f"{spec.name}_features")
     assert table["version"] == gold_version == metadata["gold_version"].value
     assert table["days"] == [DAYS[0].isoformat(), DAYS[-1].isoformat()]
-    assert metadata["code_version"].value == "forecaster-1"
-    assert metadata["git_commit"].value
+    assert (
+        metadata["code_version"].value == defs.resolve_assets_def(keys.forecaster).code_versions_by_key[keys.forecaster]
+    )
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert metadata["git_commit"].value.removesuffix("+dirty") == head
     assert metadata["seed"].value == spec.model.seed
 
     stored = metadata["object_uri"].value.removeprefix("file://")
@@ -76,7 +82,6 @@ def test_model_metadata_is_the_experiment_record(lifecycle, resources, mlflow_tr
     assert run.data.tags["dagster.run_id"] == last.run_id
     assert run.data.tags["dagster.asset_key"] == keys.forecaster.to_user_string()
     assert run.data.tags["dagster.partition"] == DAYS[-1].isoformat()
-    assert run.data.metrics["mae"] == pytest.approx(metadata["mae"].value)
     assert run.data.params["seed"] == str(spec.model.seed)
     (dataset_input,) = run.inputs.dataset_inputs
     assert f'"delta_table_version": {gold_version}' in dataset_input.dataset.source
@@ -84,14 +89,39 @@ def test_model_metadata_is_the_experiment_record(lifecycle, resources, mlflow_tr
     assert model.get_params()["random_state"] == spec.model.seed
 
 
-def test_predictions_name_the_model_that_made_them(lifecycle, resources, spec) -> None:
+def test_model_metrics_are_the_error_on_its_held_out_hours(lifecycle, resources, spec) -> None:
+    """Recompute the hold-out error from the stored model and the gold table it names."""
+    keys = DatasetKeys(spec)
+    metadata = _materialization(lifecycle[-1], keys.forecaster).metadata
+    stored = metadata["object_uri"].value.removeprefix("file://")
+    with open(stored, "rb") as handle:
+        forecaster = pickle.loads(unseal(handle.read(), stored))
+    (table,) = metadata["input_tables"].value
+    gold = resources["lake"].read_days(table["uri"], DAYS, version=table["version"]).rows
+    held_out = gold[gold["timestamp"] >= pd.Timestamp(metadata["holdout_start"].value, unit="s", tz="UTC")]
+    assert len(held_out) == metadata["holdout_rows"].value
+    error = (held_out["kwh"] - forecaster.estimator.predict(held_out[forecaster.features])).abs()
+    assert metadata["mae"].value == pytest.approx(error.mean())
+    with_lag = held_out["kwh_lag_24h"].notna()
+    naive_error = (held_out["kwh"] - held_out["kwh_lag_24h"]).abs()[with_lag]
+    assert metadata["skill"].value == pytest.approx(1 - error[with_lag].mean() / naive_error.mean())
+    assert metadata["skill"].value > 0
+
+
+def test_predictions_name_their_model_and_flag_training_hours(lifecycle, resources, spec) -> None:
     keys = DatasetKeys(spec)
     lake = resources["lake"]
     predictions = lake.read_days(lake.table_uri(*keys.table(keys.predictions)), [DAYS[-1]]).rows
-    run_id = _materialization(lifecycle[-1], keys.forecaster).metadata["mlflow_run_id"].value
+    model_metadata = _materialization(lifecycle[-1], keys.forecaster).metadata
+    holdout_start = pd.Timestamp(model_metadata["holdout_start"].value, unit="s", tz="UTC")
     assert set(predictions["model"]) == {f"{keys.forecaster.to_user_string()}@{DAYS[-1].isoformat()}"}
-    assert set(predictions["mlflow_run_id"]) == {run_id}
-    assert predictions["prediction"].notna().all()
+    assert set(predictions["mlflow_run_id"]) == {model_metadata["mlflow_run_id"].value}
+    assert (predictions["in_training"] == (predictions["timestamp"] < holdout_start)).all()
+    assert 0 < (~predictions["in_training"]).sum() < len(predictions)
+    day_metadata = _materialization(lifecycle[-1], keys.predictions).metadata
+    unseen = predictions[~predictions["in_training"]]
+    assert day_metadata["out_of_sample_rows"].value == len(unseen)
+    assert day_metadata["day_mae"].value == pytest.approx((unseen["kwh"] - unseen["prediction"]).abs().mean())
 
 
 def _drop_rows_without_meter(resources, spec, day: dt.date) -> None:

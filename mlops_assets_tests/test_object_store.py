@@ -1,12 +1,13 @@
 """The object IO manager on a real folder: partitioned paths, sealed payloads, atomic commits."""
 
 import hashlib
+import pickle
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from mlops_assets.storage.object_store import MAGIC, ObjectStore, TamperedObjectError, unseal
+from mlops_assets.storage.object_store import MAGIC, ObjectStore, TamperedObjectError, seal, unseal
 
 DAYS = dg.DailyPartitionsDefinition(start_date="2026-01-01")
 
@@ -63,3 +64,15 @@ def test_a_tampered_object_is_refused(tmp_path: Path, instance) -> None:
 def test_an_object_without_its_seal_is_refused(tmp_path: Path) -> None:
     with pytest.raises(TamperedObjectError, match="not a sealed object"):
         unseal(b"\x80\x05plain pickle", "somewhere")
+
+
+def test_an_object_resealed_with_other_content_is_refused(tmp_path: Path, instance) -> None:
+    assert _run(tmp_path, [toy], instance).success
+    stored = tmp_path / "models" / "toy" / "2026-01-02.pkl"
+    forged, _ = seal(pickle.dumps({"day": "2026-01-02", "weights": [0]}))
+    stored.write_bytes(forged)
+
+    result = _run(tmp_path, [consumer], instance)
+    assert not result.success
+    (failure,) = [event for event in result.all_events if event.is_step_failure]
+    assert "does not hold what Dagster recorded" in failure.step_failure_data.error.cause.message

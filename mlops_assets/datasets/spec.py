@@ -8,6 +8,8 @@ second dataset needs a new YAML file and no new code.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -102,6 +104,13 @@ class DatasetSpec:
     features: FeatureSpec
     model: ModelSpec
     source: str = field(default="<memory>", compare=False)
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def code_version(self, base: str, *sections: str) -> str:
+        """``base`` (the version of the code) with a digest of the spec sections the asset is
+        built from, so that Dagster marks the asset stale when either changes."""
+        text = json.dumps({section: self.raw.get(section) for section in sections}, sort_keys=True, default=str)
+        return f"{base}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
     @property
     def required_columns(self) -> tuple[str, ...]:
@@ -162,6 +171,7 @@ def parse_spec(raw: Any, source: str = "<memory>") -> DatasetSpec:
         features=_features(reader, reader.mapping(top.get("features"), "features"), columns, roles),
         model=_model(reader, reader.mapping(top.get("model"), "model")),
         source=source,
+        raw=dict(top),
         **roles,
     )
     return spec

@@ -25,6 +25,9 @@ BRONZE_CODE_VERSION = "bronze-1"
 
 def build_bronze_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     keys = DatasetKeys(spec)
+    code_version = spec.code_version(
+        BRONZE_CODE_VERSION, "landing", "columns", "timestamp_column", "entity_column", "target_column"
+    )
 
     @dg.asset(
         key=keys.bronze,
@@ -32,7 +35,7 @@ def build_bronze_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         partitions_def=daily_partitions(spec),
         group_name="bronze",
         kinds={"delta", "pandas"},
-        code_version=BRONZE_CODE_VERSION,
+        code_version=code_version,
         output_required=False,
         retry_policy=TRANSIENT_FAILURES,
         description=(

@@ -21,6 +21,9 @@ GOLD_CODE_VERSION = "gold-1"
 
 def build_gold_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     keys = DatasetKeys(spec)
+    code_version = spec.code_version(
+        GOLD_CODE_VERSION, "columns", "timestamp_column", "entity_column", "target_column", "features"
+    )
     reach = lookback_days(spec)
 
     @dg.asset(
@@ -37,7 +40,7 @@ def build_gold_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         partitions_def=daily_partitions(spec),
         group_name="gold",
         kinds={"delta", "pandas"},
-        code_version=GOLD_CODE_VERSION,
+        code_version=code_version,
         output_required=False,
         automation_condition=on_upstream_update(),
         retry_policy=TRANSIENT_FAILURES,

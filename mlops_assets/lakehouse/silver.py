@@ -19,6 +19,7 @@ SILVER_CODE_VERSION = "silver-1"
 
 def build_silver_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     keys = DatasetKeys(spec)
+    code_version = spec.code_version(SILVER_CODE_VERSION, "columns", "timestamp_column", "entity_column", "quality")
     key_columns = [spec.entity_column, spec.timestamp_column]
 
     @dg.asset(
@@ -27,7 +28,7 @@ def build_silver_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         partitions_def=daily_partitions(spec),
         group_name="silver",
         kinds={"delta", "pandas"},
-        code_version=SILVER_CODE_VERSION,
+        code_version=code_version,
         check_specs=rule_check_specs(spec, keys.silver),
         automation_condition=on_upstream_update(),
         retry_policy=TRANSIENT_FAILURES,

@@ -31,6 +31,7 @@ MODEL_PIP_REQUIREMENTS = [f"scikit-learn=={sklearn.__version__}", f"skops=={skop
 
 def build_forecaster_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     keys = DatasetKeys(spec)
+    code_version = spec.code_version(FORECASTER_CODE_VERSION, "features", "model")
     window_days = spec.model.training_window_days
 
     @dg.asset(
@@ -39,7 +40,7 @@ def build_forecaster_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         partitions_def=daily_partitions(spec),
         group_name="models",
         kinds={"scikit-learn", "mlflow"},
-        code_version=FORECASTER_CODE_VERSION,
+        code_version=code_version,
         io_manager_key="object_store",
         automation_condition=on_upstream_update(),
         description=(
@@ -61,7 +62,7 @@ def build_forecaster_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         with mlflow_tracking.start_run(
             context,
             experiment=spec.name,
-            tags={"mlops.code_version": FORECASTER_CODE_VERSION, "mlops.git_commit": commit},
+            tags={"mlops.code_version": code_version, "mlops.git_commit": commit},
         ) as run:
             mlflow.log_params({**params, "seed": spec.model.seed, "training_window_days": window_days})
             mlflow.log_metrics(
@@ -95,16 +96,14 @@ def build_forecaster_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             "training_window": dg.MetadataValue.text(f"{first.isoformat()}..{day.isoformat()}"),
             "input_tables": dg.MetadataValue.json(inputs),
             "gold_version": dg.MetadataValue.int(gold.version),
-            "code_version": dg.MetadataValue.text(FORECASTER_CODE_VERSION),
+            "code_version": dg.MetadataValue.text(code_version),
             "git_commit": dg.MetadataValue.text(commit),
             "seed": dg.MetadataValue.int(spec.model.seed),
             "model_uri": dg.MetadataValue.text(model_info.model_uri),
             "mlflow_run_id": dg.MetadataValue.text(run.info.run_id),
             **({"mlflow_run": dg.MetadataValue.url(run_url)} if run_url else {}),
         }
-        lineage = json.dumps(
-            {"inputs": inputs, "code": FORECASTER_CODE_VERSION, "seed": spec.model.seed}, sort_keys=True
-        )
+        lineage = json.dumps({"inputs": inputs, "code": code_version, "seed": spec.model.seed}, sort_keys=True)
         return dg.Output(
             model, metadata=metadata, data_version=dg.DataVersion(hashlib.sha256(lineage.encode()).hexdigest()[:20])
         )

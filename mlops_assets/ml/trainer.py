@@ -60,6 +60,7 @@ class Forecaster:
     params: dict[str, Any]
     seed: int
     window: tuple[dt.date, dt.date]
+    holdout_start: pd.Timestamp
     mlflow_run_id: str | None = None
 
     def predict(self, rows: pd.DataFrame) -> np.ndarray:
@@ -100,6 +101,7 @@ def train_forecaster(gold: pd.DataFrame, spec: DatasetSpec, window: tuple[dt.dat
         params=dict(spec.model.params),
         seed=spec.model.seed,
         window=window,
+        holdout_start=holdout_start,
     )
     return TrainingOutcome(
         forecaster=forecaster,
@@ -130,7 +132,9 @@ def forecast_metrics(rows: pd.DataFrame, predicted: np.ndarray, spec: DatasetSpe
         naive = rows[naive_column].to_numpy(dtype=float)
         known = ~np.isnan(naive)
         if known.any():
+            # Both errors over the same rows: those that have a value one longest lag earlier.
             naive_mae = float(mean_absolute_error(actual[known], naive[known]))
+            model_mae = float(mean_absolute_error(actual[known], np.asarray(predicted)[known]))
             metrics["mae_seasonal_naive"] = naive_mae
-            metrics["skill"] = 1.0 - mae / naive_mae if naive_mae > 0 else float("nan")
+            metrics["skill"] = 1.0 - model_mae / naive_mae if naive_mae > 0 else float("nan")
     return metrics

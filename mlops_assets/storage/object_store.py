@@ -4,7 +4,8 @@ Objects live at ``<root>/<asset key>/<partition>.pkl``. A stored object is a sma
 header (a magic line and the sha256 of the payload) followed by the pickle payload.
 Writes go to a temporary name and are committed by a rename, so a reader sees the
 old object or the new one, never half of one; loads recompute the sha256 and refuse
-an object whose bytes changed after it was written.
+an object whose bytes changed after it was written, checking them against the sha256
+in its own header and against the one Dagster recorded in the materialization.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from upath import UPath
 
 MAGIC = b"MLOPS-OBJECT-1\n"
 DIGEST_LENGTH = 64
+RECORDED_DIGESTS_CHECKED = 5
 
 
 class TamperedObjectError(RuntimeError):
@@ -53,8 +55,14 @@ class ChecksummedPickleIOManager(dg.UPathIOManager):
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         stored, digest = seal(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
         staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-        staging.write_bytes(stored)
-        path.fs.mv(staging.path, path.path)
+        committed = False
+        try:
+            staging.write_bytes(stored)
+            path.fs.mv(staging.path, path.path)
+            committed = True
+        finally:
+            if not committed and staging.exists():
+                staging.unlink()
         context.add_output_metadata(
             {
                 "sha256": dg.MetadataValue.text(digest),
@@ -64,7 +72,26 @@ class ChecksummedPickleIOManager(dg.UPathIOManager):
         )
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
-        return pickle.loads(unseal(path.read_bytes(), str(path)))
+        payload = unseal(path.read_bytes(), str(path))
+        recorded = _recorded_digests(context, partition=path.stem if context.has_asset_partitions else None)
+        if recorded and hashlib.sha256(payload).hexdigest() not in recorded:
+            raise TamperedObjectError(
+                f"{path} does not hold what Dagster recorded for it: its sha256 is none of {sorted(recorded)}"
+            )
+        return pickle.loads(payload)
+
+
+def _recorded_digests(context: dg.InputContext, partition: str | None) -> set[str]:
+    """The sha256 values the latest materializations of the object recorded (a few, so that
+    two runs writing the same partition at once do not make each other's object suspect)."""
+    if not context.has_asset_key:
+        return set()
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[partition] if partition else None),
+        limit=RECORDED_DIGESTS_CHECKED,
+    ).records
+    values = (record.asset_materialization.metadata.get("sha256") for record in records)
+    return {value.value for value in values if isinstance(value, dg.TextMetadataValue)}
 
 
 class ObjectStore(dg.ConfigurableIOManagerFactory):
