@@ -16,7 +16,6 @@ from mlops_assets.lakehouse.silver import build_silver_asset
 from mlops_assets.landing.assets import build_landing_asset
 from mlops_assets.landing.sensors import build_landing_sensor
 from mlops_assets.ml.forecaster import build_forecaster_asset
-from mlops_assets.partitions import daily_partitions
 from mlops_assets.profiles import build_resources
 from mlops_assets.serving.predictions import build_predictions_asset
 
@@ -35,13 +34,11 @@ def dataset_definitions(spec: DatasetSpec) -> dg.Definitions:
     lifecycle = dg.define_asset_job(
         lifecycle_job_name(spec),
         selection=dg.AssetSelection.assets(keys.bronze, keys.silver, keys.gold, keys.forecaster, keys.predictions),
-        partitions_def=daily_partitions(spec),
         description=f"One day of {spec.name}, end to end: bronze, silver with its checks, gold, model, predictions.",
     )
     rebuild = dg.define_asset_job(
         rebuild_job_name(spec),
         selection=dg.AssetSelection.assets(keys.silver, keys.gold, keys.forecaster, keys.predictions),
-        partitions_def=daily_partitions(spec),
         description=(
             f"Rebuild days of {spec.name} from bronze onwards, after a change of rules, features or "
             "model; launch it as a backfill over the days to rebuild."

@@ -73,7 +73,7 @@ def _read_raw(data: bytes, fmt: str) -> pd.DataFrame:
         if fmt == "csv":
             frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
         elif fmt == "jsonl":
-            frame = pd.read_json(io.BytesIO(data), lines=True, dtype=False, convert_dates=False)
+            frame = pd.read_json(io.BytesIO(data), lines=True, dtype=False)
         else:
             frame = pq.read_table(io.BytesIO(data)).to_pandas()
     except (

@@ -62,10 +62,10 @@ def build_features(silver: pd.DataFrame, day: dt.date, spec: DatasetSpec) -> pd.
     stamps = gold[timestamp].dt
     calendar = {
         "hour": stamps.hour,
-        "dayofweek": stamps.dayofweek,
-        "dayofyear": stamps.dayofyear,
+        "dayofweek": stamps.day_of_week,
+        "dayofyear": stamps.day_of_year,
         "month": stamps.month,
-        "is_weekend": (stamps.dayofweek >= 5).astype("int64"),
+        "is_weekend": (stamps.day_of_week >= 5).astype("int64"),
     }
     for name in recipe.calendar:
         gold[name] = calendar[name].astype("int64")
