@@ -66,6 +66,9 @@ def build_definitions(
         target=dg.AssetSelection.all(),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=15,
+        # One run per day holding silver through predictions, rather than a backfill that
+        # launches each layer only after the one before it finished.
+        emit_backfills=False,
         description="Pushes each updated bronze day through silver, gold, the model and predictions.",
     )
     return dg.Definitions.merge(
