@@ -3,11 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+AZURITE := node_modules/.bin/azurite
 export DAGSTER_HOME := $(CURDIR)
 
 .PHONY: install demo test dev mlflow-ui validate clean
 
-install: $(STAMP)
+install: $(STAMP) $(AZURITE)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +16,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# Azurite, the Azure Storage emulator (Blob and Queue), for the azurite profile and the tests.
+$(AZURITE): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $(AZURITE)
+
 ## Simulate 14 days for 50 meters and push them through the whole graph on the local profile.
 demo: $(STAMP)
 	$(BIN)/mlops demo --reset --days 14 --meters 50 --bad-files 2
 
 ## Run the test suite.
-test: $(STAMP)
+test: $(STAMP) $(AZURITE)
 	$(BIN)/python -m pytest
 
 ## The Dagster UI and daemon (sensors, automation) on http://127.0.0.1:3000.
