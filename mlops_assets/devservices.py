@@ -1,0 +1,198 @@
+"""Local stand-ins for the Azure services, for the azurite profile and the tests.
+
+Azurite (the Azure Storage emulator, from npm) serves the Blob and Queue APIs; an MLflow
+tracking server keeps its artifacts in Azurite's Blob service. Each starts on free
+ports with its data in a folder of the caller's choosing and stops when the context
+ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueServiceClient
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+AZURITE_ACCOUNT = "devstoreaccount1"
+# Azurite's published development key: the same on every machine, not a secret.
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+CONTAINERS = ("landing", "quarantine", "lake", "models", "mlflow")
+QUEUES = ("landing-events", "landing-events-poison")
+STARTUP_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class AzuriteEndpoints:
+    """Where a running Azurite answers."""
+
+    blob_port: int
+    queue_port: int
+
+    @property
+    def blob_url(self) -> str:
+        return f"http://127.0.0.1:{self.blob_port}/{AZURITE_ACCOUNT}"
+
+    @property
+    def queue_url(self) -> str:
+        return f"http://127.0.0.1:{self.queue_port}/{AZURITE_ACCOUNT}"
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint={self.blob_url};QueueEndpoint={self.queue_url};"
+        )
+
+    def environment(self) -> dict[str, str]:
+        """The variables the azurite profile reads."""
+        return {
+            "AZURE_STORAGE_ACCOUNT_URL": self.blob_url,
+            "AZURE_STORAGE_QUEUE_URL": self.queue_url,
+            "AZURE_STORAGE_KEY": AZURITE_KEY,
+            "AZURE_STORAGE_CONNECTION_STRING": self.connection_string,
+        }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def azurite_command() -> Path:
+    """The Azurite executable the project's set-up installed."""
+    local = REPOSITORY / "node_modules" / ".bin" / "azurite"
+    if local.exists():
+        return local
+    found = shutil.which("azurite")
+    if found is None:
+        raise FileNotFoundError("Azurite is not installed: run `make install` (it runs `npm ci`).")
+    return Path(found)
+
+
+@contextmanager
+def run_azurite(data_dir: Path, debug_log: Path | None = None) -> Iterator[AzuriteEndpoints]:
+    """Azurite on free ports with its data in ``data_dir``, provisioned with the project's
+    containers and queues."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    endpoints = AzuriteEndpoints(blob_port=free_port(), queue_port=free_port())
+    command = [
+        str(azurite_command()),
+        "--silent",
+        "--disableTelemetry",
+        "--skipApiVersionCheck",
+        "--location",
+        str(data_dir),
+        "--blobPort",
+        str(endpoints.blob_port),
+        "--queuePort",
+        str(endpoints.queue_port),
+        "--tablePort",
+        str(free_port()),
+        *(["--debug", str(debug_log)] if debug_log else []),
+    ]
+    with _service(command, data_dir / "azurite.log") as process:
+        _wait_for_port(endpoints.blob_port, process, "Azurite")
+        _wait_for_port(endpoints.queue_port, process, "Azurite")
+        provision(endpoints.connection_string)
+        yield endpoints
+
+
+def provision(connection_string: str) -> None:
+    """Create the containers and queues the profiles expect, if they are missing."""
+    blobs = BlobServiceClient.from_connection_string(connection_string)
+    for container in CONTAINERS:
+        try:
+            blobs.create_container(container)
+        except ResourceExistsError:
+            pass
+    queues = QueueServiceClient.from_connection_string(connection_string)
+    for queue in QUEUES:
+        try:
+            queues.create_queue(queue)
+        except ResourceExistsError:
+            pass
+
+
+@contextmanager
+def run_mlflow_server(data_dir: Path, azurite: AzuriteEndpoints) -> Iterator[str]:
+    """An MLflow tracking server (SQLite store in ``data_dir``) that serves artifacts it keeps
+    in Azurite's ``mlflow`` container; yields its tracking URI."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{data_dir / 'mlflow.db'}",
+        "--artifacts-destination",
+        f"wasbs://mlflow@{AZURITE_ACCOUNT}.blob.core.windows.net/artifacts",
+        "--serve-artifacts",
+    ]
+    environment = {**os.environ, "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string}
+    with _service(command, data_dir / "mlflow-server.log", environment) as process:
+        uri = f"http://127.0.0.1:{port}"
+        _wait_for_http(f"{uri}/health", process, "MLflow server")
+        yield uri
+
+
+@contextmanager
+def _service(command: list[str], log: Path, environment: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    with log.open("ab") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=environment)
+        try:
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, name: str) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {process.returncode} before listening on port {port}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"{name} did not listen on port {port} within {STARTUP_SECONDS} s")
+
+
+def _wait_for_http(url: str, process: subprocess.Popen, name: str) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {process.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.2)
+    raise TimeoutError(f"{name} did not answer {url} within {STARTUP_SECONDS} s")
