@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
@@ -45,9 +47,7 @@ DEFAULT_DIR = Path(__file__).resolve().parent / ".data" / "sensor-corpus-100k"
 
 ACCOUNT = "devstoreaccount1"
 # Azurite's published development key: a public constant, not a secret.
-ACCOUNT_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 CREDENTIAL = {"account_name": ACCOUNT, "account_key": ACCOUNT_KEY}
 CONTAINER = "landing"
 PREFIX = "smart_meter/"
@@ -106,10 +106,18 @@ def azurite(data_dir: Path) -> Iterator[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     blob_port, queue_port, table_port = free_ports(3)
     command = [
-        str(AZURITE_BIN), "--silent", "--disableTelemetry", "--skipApiVersionCheck",
-        "--location", str(data_dir),
-        "--blobPort", str(blob_port), "--queuePort", str(queue_port),
-        "--tablePort", str(table_port),
+        str(AZURITE_BIN),
+        "--silent",
+        "--disableTelemetry",
+        "--skipApiVersionCheck",
+        "--location",
+        str(data_dir),
+        "--blobPort",
+        str(blob_port),
+        "--queuePort",
+        str(queue_port),
+        "--tablePort",
+        str(table_port),
     ]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
     try:
@@ -129,7 +137,7 @@ def blob_content(day: date) -> bytes:
 
 def make_plan(days: int, per_day: int) -> dict[str, Any]:
     """The corpus to build: ``days`` days ending the day before today (UTC)."""
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     return {
         "container": CONTAINER,
         "days": days,
@@ -143,6 +151,7 @@ def make_plan(days: int, per_day: int) -> dict[str, Any]:
 def load_or_save_plan(data_dir: Path, days: int, per_day: int) -> dict[str, Any]:
     """Reuse the plan of an interrupted build, so a resumed build keeps its dates."""
     path = data_dir / PLAN
+    data_dir.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         write_json(path, make_plan(days, per_day))
     plan: dict[str, Any] = json.loads(path.read_text())
@@ -214,15 +223,9 @@ class Progress:
             elapsed = time.monotonic() - self.started
             rate = self.count / elapsed if elapsed else 0.0
             print(
-                f"uploaded {self.count:>7,}/{self.total:,}  elapsed {elapsed:7.0f}s  "
-                f"rate {rate:6.1f} blobs/s",
+                f"uploaded {self.count:>7,}/{self.total:,}  elapsed {elapsed:7.0f}s  rate {rate:6.1f} blobs/s",
                 flush=True,
             )
-
-
-def chunks(days: list[date], size: int) -> Iterable[list[date]]:
-    for start in range(0, len(days), size):
-        yield days[start:start + size]
 
 
 def upload_missing(endpoint: str, plan: dict[str, Any], existing: set[str]) -> None:
@@ -237,11 +240,7 @@ def upload_missing(endpoint: str, plan: dict[str, Any], existing: set[str]) -> N
     uploader = Uploader(endpoint)
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
         for start in range(0, len(todo), DAYS_PER_CHUNK):
-            items = [
-                (name, blob_content(day))
-                for day, names in todo[start:start + DAYS_PER_CHUNK]
-                for name in names
-            ]
+            items = [(name, blob_content(day)) for day, names in todo[start : start + DAYS_PER_CHUNK] for name in names]
             for _ in pool.map(uploader.upload, items):
                 progress.step()
 
@@ -249,8 +248,7 @@ def upload_missing(endpoint: str, plan: dict[str, Any], existing: set[str]) -> N
 def build(data_dir: Path, days: int, per_day: int) -> dict[str, Any]:
     """Build (or finish building) the corpus and write its marker."""
     plan = load_or_save_plan(data_dir, days, per_day)
-    print(f"building {days} x {per_day} blobs, {plan['first_day']}..{plan['last_day']}, "
-          f"in {data_dir}", flush=True)
+    print(f"building {days} x {per_day} blobs, {plan['first_day']}..{plan['last_day']}, in {data_dir}", flush=True)
     with azurite(data_dir) as endpoint:
         container = open_container(endpoint)
         upload_missing(endpoint, plan, existing_names(container))
@@ -264,9 +262,7 @@ def build(data_dir: Path, days: int, per_day: int) -> dict[str, Any]:
     return marker
 
 
-def ensure_corpus(
-    data_dir: Path = DEFAULT_DIR, *, days: int = DAYS, per_day: int = PER_DAY
-) -> dict[str, Any]:
+def ensure_corpus(data_dir: Path = DEFAULT_DIR, *, days: int = DAYS, per_day: int = PER_DAY) -> dict[str, Any]:
     """Return the corpus marker, building the corpus first if the marker is missing."""
     marker = data_dir / MARKER
     if marker.exists():
@@ -275,7 +271,13 @@ def ensure_corpus(
     return build(data_dir, days, per_day)
 
 
+def exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Turn SIGTERM into SystemExit, so Azurite is stopped and saves what it holds."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--days", type=int, default=DAYS)

@@ -20,6 +20,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from pydantic import Field
 
 from mlops_assets.datasets.spec import PARTITION_COLUMN
+from mlops_assets.storage.account import StorageAccount
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,14 @@ class DeltaLake(dg.ConfigurableResource):
     """The lakehouse: one Delta table per layer and dataset under a root URI."""
 
     root: str = Field(description="Root of the lakehouse: a local folder, or az://<container>/<path> on Azure Blob.")
-    storage_options: dict[str, str] = Field(
-        default_factory=dict, description="deltalake storage options (account, key or token, use_emulator)."
+    account: StorageAccount | None = Field(
+        default=None, description="The storage account of an az:// root; None for a local folder."
     )
+
+    @property
+    def storage_options(self) -> dict[str, str]:
+        """deltalake storage options for the root."""
+        return self.account.delta_options() if self.account else {}
 
     def table_uri(self, layer: str, table: str) -> str:
         return f"{self.root.rstrip('/')}/{layer}/{table}"

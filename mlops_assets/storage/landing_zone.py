@@ -13,6 +13,7 @@ from pydantic import Field
 from upath import UPath
 
 from mlops_assets.datasets.spec import DatasetSpec
+from mlops_assets.storage.account import StorageAccount
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,16 @@ class LandingZone(dg.ConfigurableResource):
 
     root: str = Field(description="URI of the landing zone root, e.g. file:///srv/.mlops/landing.")
     quarantine_root: str = Field(description="URI under which rejected files are kept with their reasons.")
-    storage_options: dict[str, Any] = Field(
-        default_factory=dict, description="fsspec storage options for both roots (credentials, account)."
+    account: StorageAccount | None = Field(
+        default=None, description="The storage account of az:// roots; None for local folders."
     )
 
+    @property
+    def _options(self) -> dict[str, Any]:
+        return self.account.fsspec_options() if self.account else {}
+
     def _root(self) -> UPath:
-        return UPath(self.root, **self.storage_options)
+        return UPath(self.root, **self._options)
 
     def list_dataset(self, spec: DatasetSpec) -> list[LandingFile]:
         """Every file under the dataset's prefix whose path carries an event day."""
@@ -109,7 +114,7 @@ class LandingZone(dg.ConfigurableResource):
         in place to be tried again.
         """
         folder, _, name = file.path.rpartition("/")
-        target = UPath(self.quarantine_root, **self.storage_options) / folder / _safe_segment(file.etag) / name
+        target = UPath(self.quarantine_root, **self._options) / folder / _safe_segment(file.etag) / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         sidecar = target.with_name(f"{name}.reason.json")
@@ -121,7 +126,7 @@ class LandingZone(dg.ConfigurableResource):
 
     def quarantined(self, spec: DatasetSpec) -> list[dict[str, Any]]:
         """The reasons of every file of the dataset held in quarantine."""
-        folder = UPath(self.quarantine_root, **self.storage_options) / spec.landing.prefix
+        folder = UPath(self.quarantine_root, **self._options) / spec.landing.prefix
         if not folder.exists():
             return []
         sidecars = sorted(path for path in folder.fs.find(folder.path) if path.endswith(".reason.json"))
