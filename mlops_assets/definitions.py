@@ -14,9 +14,10 @@ from mlops_assets.lakehouse.bronze import build_bronze_asset
 from mlops_assets.lakehouse.gold import build_gold_asset
 from mlops_assets.lakehouse.silver import build_silver_asset
 from mlops_assets.landing.assets import build_landing_asset
+from mlops_assets.landing.queue_sensor import build_event_sensor
 from mlops_assets.landing.sensors import build_landing_sensor
 from mlops_assets.ml.forecaster import build_forecaster_asset
-from mlops_assets.profiles import build_resources
+from mlops_assets.profiles import Arrivals, build_profile
 from mlops_assets.serving.predictions import build_predictions_asset
 
 
@@ -28,7 +29,7 @@ def rebuild_job_name(spec: DatasetSpec) -> str:
     return f"{spec.name}_rebuild"
 
 
-def dataset_definitions(spec: DatasetSpec) -> dg.Definitions:
+def dataset_definitions(spec: DatasetSpec, arrivals: Arrivals = "poll") -> dg.Definitions:
     """Everything one dataset spec declares, from landing files to predictions."""
     keys = DatasetKeys(spec)
     lifecycle = dg.define_asset_job(
@@ -54,13 +55,22 @@ def dataset_definitions(spec: DatasetSpec) -> dg.Definitions:
             build_predictions_asset(spec),
         ],
         jobs=[lifecycle, rebuild],
-        sensors=[build_landing_sensor(spec)],
+        sensors=[build_landing_sensor(spec)] if arrivals == "poll" else [],
     )
 
 
 def build_definitions(
-    specs: Sequence[DatasetSpec] | None = None, resources: Mapping[str, Any] | None = None
+    specs: Sequence[DatasetSpec] | None = None,
+    resources: Mapping[str, Any] | None = None,
+    arrivals: Arrivals | None = None,
 ) -> dg.Definitions:
+    """The definitions of ``specs`` (default: the bundled ones) on ``resources`` (default: the
+    active profile's), with polling sensors per dataset or one queue sensor for all."""
+    if resources is None:
+        profile = build_profile()
+        resources, arrivals = profile.resources, arrivals or profile.arrivals
+    arrivals = arrivals or "poll"
+    specs = list(specs or load_bundled_specs())
     automation = dg.AutomationConditionSensorDefinition(
         "lakehouse_automation",
         target=dg.AssetSelection.all(),
@@ -71,9 +81,10 @@ def build_definitions(
         emit_backfills=False,
         description="Pushes each updated bronze day through silver, gold, the model and predictions.",
     )
+    sensors = [automation, *([build_event_sensor(specs)] if arrivals == "queue" else [])]
     return dg.Definitions.merge(
-        *(dataset_definitions(spec) for spec in (specs or load_bundled_specs())),
-        dg.Definitions(sensors=[automation], resources=dict(resources or build_resources())),
+        *(dataset_definitions(spec, arrivals) for spec in specs),
+        dg.Definitions(sensors=sensors, resources=dict(resources)),
     )
 
 

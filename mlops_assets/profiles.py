@@ -1,24 +1,59 @@
 """Profiles: the one place that decides where everything lives.
 
 ``MLOPS_PROFILE`` picks the profile; nothing else in the code branches on it.
-``local`` keeps everything in folders under ``MLOPS_HOME`` (default ``.mlops`` in the
-working directory): landing zone, quarantine, Delta lake, model objects, and an
-MLflow store in SQLite. No server, no credentials.
+
+- ``local`` keeps everything in folders under ``MLOPS_HOME`` (default ``.mlops`` in the
+  working directory): landing zone, quarantine, Delta lake, model objects, and an MLflow
+  store in SQLite. No server, no credentials.
+- ``azurite`` keeps it all in Azurite, the Azure Storage emulator (Blob containers
+  ``landing``, ``quarantine``, ``lake``, ``models``; queue ``landing-events``), with an
+  MLflow server whose artifacts are on Blob. It reads ``AZURE_STORAGE_ACCOUNT_URL``,
+  ``AZURE_STORAGE_QUEUE_URL``, ``AZURE_STORAGE_KEY`` and ``MLFLOW_TRACKING_URI``, which
+  ``mlops dev --profile azurite`` sets.
+- ``azure`` is the same layout on an Azure Storage account, authenticated with
+  ``DefaultAzureCredential`` (managed or workload identity); no key anywhere.
+
+``MLOPS_ARRIVALS`` picks how new landing files are noticed: ``poll`` (list the landing
+zone) or ``queue`` (Event Grid ``BlobCreated`` events on a Storage Queue; not in ``local``).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import dagster as dg
+from dagster_azure.blob import (
+    AzureBlobStorageDefaultCredential,
+    AzureBlobStorageKeyCredential,
+    AzureBlobStorageResource,
+)
 
 from mlops_assets.lakehouse.delta import DeltaLake
 from mlops_assets.ml.tracking import MlflowTracking
+from mlops_assets.storage.account import StorageAccount
+from mlops_assets.storage.event_queue import EventQueue
 from mlops_assets.storage.landing_zone import LandingZone
 from mlops_assets.storage.object_store import ObjectStore
 
-PROFILES = ("local",)
+PROFILES = ("local", "azurite", "azure")
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
+# On Blob the polling sensor lists only the most recent days' prefixes; older days that
+# receive files late are the queue sensor's to notice.
+POLL_DAYS_ON_BLOB = 2
+
+Arrivals = Literal["poll", "queue"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The resources of a profile and how it notices arrivals."""
+
+    name: str
+    resources: dict[str, Any]
+    arrivals: Arrivals = "poll"
 
 
 def mlops_home() -> Path:
@@ -40,11 +75,52 @@ def local_resources(home: Path) -> dict[str, Any]:
     }
 
 
+def blob_resources(account: StorageAccount, mlflow_tracking_uri: str, poll_days: int | None) -> dict[str, Any]:
+    """Resources on an Azure Storage account (real or emulated), one container a purpose."""
+    return {
+        "landing": LandingZone(
+            root="az://landing", quarantine_root="az://quarantine", account=account, poll_days=poll_days
+        ),
+        "lake": DeltaLake(root="az://lake", account=account),
+        "object_store": ObjectStore(root="az://models", account=account),
+        "mlflow_tracking": MlflowTracking(tracking_uri=mlflow_tracking_uri, ui_url=mlflow_tracking_uri),
+        "event_queue": EventQueue(account=account, queue="landing-events", poison_queue="landing-events-poison"),
+    }
+
+
+def build_profile(name: str | None = None) -> Profile:
+    """The profile ``name`` (default: ``MLOPS_PROFILE``, else ``local``)."""
+    name = name or os.environ.get("MLOPS_PROFILE", "local")
+    arrivals = os.environ.get("MLOPS_ARRIVALS", "poll")
+    if arrivals not in ("poll", "queue"):
+        raise ValueError(f"MLOPS_ARRIVALS={arrivals!r}: choose poll or queue")
+    if name == "local":
+        if arrivals != "poll":
+            raise ValueError("the local profile notices arrivals by polling only (MLOPS_ARRIVALS=poll)")
+        return Profile(name, local_resources(mlops_home()))
+    if name == "azurite":
+        account = StorageAccount(
+            blob=AzureBlobStorageResource(
+                account_url=dg.EnvVar("AZURE_STORAGE_ACCOUNT_URL"),
+                credential=AzureBlobStorageKeyCredential(key=dg.EnvVar("AZURE_STORAGE_KEY")),
+            ),
+            queue_url=dg.EnvVar("AZURE_STORAGE_QUEUE_URL"),
+        )
+    elif name == "azure":
+        account = StorageAccount(
+            blob=AzureBlobStorageResource(
+                account_url=dg.EnvVar("AZURE_STORAGE_ACCOUNT_URL"), credential=AzureBlobStorageDefaultCredential()
+            ),
+            queue_url=dg.EnvVar("AZURE_STORAGE_QUEUE_URL"),
+        )
+    else:
+        raise ValueError(f"MLOPS_PROFILE={name!r} is not a profile; choose one of: {', '.join(PROFILES)}")
+    tracking = os.environ.get("MLFLOW_TRACKING_URI")
+    if not tracking:
+        raise ValueError(f"the {name} profile needs MLFLOW_TRACKING_URI (the MLflow tracking server)")
+    return Profile(name, blob_resources(account, tracking, POLL_DAYS_ON_BLOB), arrivals)  # type: ignore[arg-type]
+
+
 def build_resources(profile: str | None = None) -> dict[str, Any]:
     """The resources of ``profile`` (default: ``MLOPS_PROFILE``, else ``local``)."""
-    profile = profile or os.environ.get("MLOPS_PROFILE", "local")
-    if profile == "local":
-        return local_resources(mlops_home())
-    raise ValueError(
-        f"MLOPS_PROFILE={profile!r} is not a profile of this version; choose one of: {', '.join(PROFILES)}"
-    )
+    return build_profile(profile).resources

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable
@@ -38,6 +39,13 @@ class LandingCursor:
 
     def is_new(self, file: LandingFile) -> bool:
         return version_digest(file) not in self.seen.get(file.event_date.isoformat(), frozenset())
+
+    def keep_only(self, days: Iterable[dt.date] | None) -> LandingCursor:
+        """The cursor without the days outside ``days`` (None keeps every day)."""
+        if days is None:
+            return self
+        wanted = {day.isoformat() for day in days}
+        return LandingCursor(seen={day: digests for day, digests in self.seen.items() if day in wanted})
 
     def advance(self, files: Iterable[LandingFile]) -> LandingCursor:
         seen = dict(self.seen)

@@ -20,6 +20,21 @@ def run_key(spec: DatasetSpec, day: dt.date, files: list[LandingFile]) -> str:
     return f"{spec.name}:{day.isoformat()}:{hashlib.sha256(versions.encode()).hexdigest()[:16]}"
 
 
+def landing_observation(spec: DatasetSpec, day: dt.date, files: list[LandingFile]) -> dg.AssetObservation:
+    """What an arrival sensor records on the landing asset for the new files of one day."""
+    return dg.AssetObservation(
+        asset_key=DatasetKeys(spec).landing,
+        partition=day.isoformat(),
+        metadata={
+            "new_files": dg.MetadataValue.int(len(files)),
+            "new_bytes": dg.MetadataValue.int(sum(file.size for file in files)),
+            "files": dg.MetadataValue.json(
+                [{"path": file.path, "etag": file.etag, "size": file.size} for file in files]
+            ),
+        },
+    )
+
+
 def build_landing_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
     keys = DatasetKeys(spec)
     partitions = daily_partitions(spec)
@@ -33,7 +48,10 @@ def build_landing_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
     )
     def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult | dg.SkipReason:
         cursor = LandingCursor.parse(context.cursor)
-        new_files = [file for file in landing.list_dataset(spec) if cursor.is_new(file)]
+        today = dt.datetime.now(dt.UTC).date()
+        new_files = [file for file in landing.list_recent(spec, today) if cursor.is_new(file)]
+        # Days that left the polling window are never listed again: forget them.
+        cursor = cursor.keep_only(landing.candidate_days(today))
         if not new_files:
             return dg.SkipReason(f"No new files under {spec.landing.prefix}/.")
         by_day: dict[dt.date, list[LandingFile]] = defaultdict(list)
@@ -61,20 +79,7 @@ def build_landing_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
             )
             for day, files in sorted(by_day.items())
         ]
-        observations = [
-            dg.AssetObservation(
-                asset_key=keys.landing,
-                partition=day.isoformat(),
-                metadata={
-                    "new_files": dg.MetadataValue.int(len(files)),
-                    "new_bytes": dg.MetadataValue.int(sum(file.size for file in files)),
-                    "files": dg.MetadataValue.json(
-                        [{"path": file.path, "etag": file.etag, "size": file.size} for file in files]
-                    ),
-                },
-            )
-            for day, files in sorted(by_day.items())
-        ]
+        observations = [landing_observation(spec, day, files) for day, files in sorted(by_day.items())]
         return dg.SensorResult(run_requests=run_requests, cursor=cursor.serialize(), asset_events=observations)
 
     return landing_sensor

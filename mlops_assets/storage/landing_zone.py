@@ -45,6 +45,11 @@ class LandingZone(dg.ConfigurableResource):
     account: StorageAccount | None = Field(
         default=None, description="The storage account of az:// roots; None for local folders."
     )
+    poll_days: int | None = Field(
+        default=None,
+        description="How many most recent days (UTC, today included) the polling sensor lists; "
+        "None lists the whole dataset prefix.",
+    )
 
     @property
     def _options(self) -> dict[str, Any]:
@@ -61,6 +66,53 @@ class LandingZone(dg.ConfigurableResource):
         """The files of one event day; lists only that day's prefix."""
         prefix = f"{spec.landing.prefix}/{spec.landing.path_pattern.day_prefix(day)}"
         return [file for file in self._list(spec, prefix) if file.event_date == day]
+
+    def candidate_days(self, today: dt.date) -> list[dt.date] | None:
+        """The days whose prefixes can hold new files, or None for every day."""
+        if self.poll_days is None:
+            return None
+        return [today - dt.timedelta(days=back) for back in range(self.poll_days - 1, -1, -1)]
+
+    def list_recent(self, spec: DatasetSpec, today: dt.date) -> list[LandingFile]:
+        """What the polling sensor looks at: the candidate days' prefixes, or everything."""
+        days = self.candidate_days(today)
+        if days is None:
+            return self.list_dataset(spec)
+        return [file for day in days for file in self.list_day(spec, day)]
+
+    def locate(self, spec: DatasetSpec, container: str, blob: str) -> str | None:
+        """The landing path of a blob named in a storage event, or None if the blob is not
+        a file of this dataset (another container or prefix, or a name the pattern refuses)."""
+        root = self._root()
+        root_container, _, root_prefix = root.path.strip("/").partition("/")
+        if container != root_container:
+            return None
+        path = blob.removeprefix(f"{root_prefix}/") if root_prefix else blob
+        if root_prefix and not blob.startswith(f"{root_prefix}/"):
+            return None
+        dataset_prefix = f"{spec.landing.prefix}/"
+        if not path.startswith(dataset_prefix) or spec.landing.path_pattern.match(path[len(dataset_prefix) :]) is None:
+            return None
+        return path
+
+    def stat(self, spec: DatasetSpec, path: str) -> LandingFile | None:
+        """The current version of one landing file, or None if it no longer exists."""
+        target = self._root() / path
+        try:
+            info = target.fs.info(target.path)
+        except FileNotFoundError:
+            return None
+        matched = spec.landing.path_pattern.match(path[len(spec.landing.prefix) + 1 :])
+        if matched is None or info.get("type") != "file":
+            return None
+        return LandingFile(
+            path=path,
+            etag=_etag(info),
+            size=int(info.get("size") or 0),
+            modified=_modified(info),
+            event_date=matched.event_date,
+            name=matched.name,
+        )
 
     def _list(self, spec: DatasetSpec, prefix: str) -> list[LandingFile]:
         root = self._root()

@@ -1,0 +1,109 @@
+"""Azure Event Grid ``Microsoft.Storage.BlobCreated`` events, in the Event Grid schema.
+
+Azure delivers each event to a Storage Queue as one message: the event's JSON, Base64
+encoded. Azurite has no Event Grid, so :func:`blob_created_event` writes the same
+message the way Azure would, for the simulator, the tests and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+BLOB_CREATED = "Microsoft.Storage.BlobCreated"
+
+
+class NotABlobCreatedEvent(ValueError):
+    """A queue message that is not an Event Grid BlobCreated event; the message is the reason."""
+
+
+@dataclass(frozen=True)
+class BlobCreated:
+    """A blob that was created or replaced: its container, name and version."""
+
+    event_id: str
+    container: str
+    blob: str
+    etag: str
+    size: int
+    event_time: dt.datetime
+
+
+def blob_created_event(
+    account: str, container: str, blob: str, etag: str, size: int, blob_url_base: str | None = None
+) -> str:
+    """The queue message Azure Event Grid writes when ``blob`` is created in ``container``."""
+    base = blob_url_base or f"https://{account}.blob.core.windows.net"
+    event = {
+        "topic": f"/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/mlops/providers/"
+        f"Microsoft.Storage/storageAccounts/{account}",
+        "subject": f"/blobServices/default/containers/{container}/blobs/{blob}",
+        "eventType": BLOB_CREATED,
+        "id": str(uuid.uuid4()),
+        "eventTime": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+        "data": {
+            "api": "PutBlob",
+            "requestId": str(uuid.uuid4()),
+            "eTag": etag,
+            "contentType": "application/octet-stream",
+            "contentLength": size,
+            "blobType": "BlockBlob",
+            "url": f"{base}/{container}/{blob}",
+            "sequencer": f"{uuid.uuid4().int:032x}",
+        },
+        "dataVersion": "",
+        "metadataVersion": "1",
+    }
+    return base64.b64encode(json.dumps(event).encode()).decode()
+
+
+def parse_blob_created(content: str) -> BlobCreated:
+    """The blob a queue message announces; raise :class:`NotABlobCreatedEvent` otherwise.
+
+    Accepts the Base64 form Azure writes and plain JSON.
+    """
+    event = _decode(content)
+    if not isinstance(event, dict):
+        raise NotABlobCreatedEvent(f"an event is a JSON object, not {type(event).__name__}")
+    if event.get("eventType") != BLOB_CREATED:
+        raise NotABlobCreatedEvent(f"event type {event.get('eventType')!r} is not {BLOB_CREATED}")
+    subject = event.get("subject")
+    data = event.get("data")
+    if not isinstance(subject, str) or not isinstance(data, dict):
+        raise NotABlobCreatedEvent("an Event Grid event needs a 'subject' string and a 'data' object")
+    prefix = "/blobServices/default/containers/"
+    container, marker, blob = subject.removeprefix(prefix).partition("/blobs/")
+    if not subject.startswith(prefix) or not marker or not container or not blob:
+        raise NotABlobCreatedEvent(f"subject {subject!r} does not name a blob")
+    if data.get("url") and not unquote(urlparse(str(data["url"])).path).endswith(f"/{container}/{blob}"):
+        raise NotABlobCreatedEvent(f"data.url {data['url']!r} does not match subject {subject!r}")
+    try:
+        event_time = dt.datetime.fromisoformat(str(event.get("eventTime")).replace("Z", "+00:00"))
+        size = int(data.get("contentLength", 0))
+    except ValueError as error:
+        raise NotABlobCreatedEvent(f"bad eventTime or contentLength: {error}") from error
+    return BlobCreated(
+        event_id=str(event.get("id", "")),
+        container=container,
+        blob=blob,
+        etag=str(data.get("eTag", "")).strip('"'),
+        size=size,
+        event_time=event_time,
+    )
+
+
+def _decode(content: str) -> Any:
+    try:
+        return json.loads(content)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return json.loads(base64.b64decode(content, validate=True))
+    except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise NotABlobCreatedEvent(f"neither JSON nor Base64-encoded JSON: {str(error)[:120]}") from error

@@ -1,0 +1,124 @@
+"""The push arrival sensor: Event Grid BlobCreated events on a Storage Queue become bronze runs.
+
+A tick first deletes the messages of the previous tick, whose run requests Dagster has
+recorded by then (a tick's cursor is only stored with its run requests), then drains
+up to ``MAX_MESSAGES_PER_TICK`` new messages. Event Grid delivers at least once and in
+no particular order, so every event is checked against the blob as it is now, and
+duplicates collapse onto one file version: the same file version always gives the same
+run key, and bronze ingests a file version once whatever the number of runs.
+"""
+
+import datetime as dt
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+
+from mlops_assets.datasets.keys import DatasetKeys
+from mlops_assets.datasets.spec import DatasetSpec
+from mlops_assets.landing.event_grid import NotABlobCreatedEvent, parse_blob_created
+from mlops_assets.landing.sensors import landing_observation, run_key
+from mlops_assets.partitions import daily_partitions
+from mlops_assets.storage.event_queue import EventQueue
+from mlops_assets.storage.landing_zone import LandingFile, LandingZone
+
+MAX_MESSAGES_PER_TICK = 256
+EVENT_SENSOR_NAME = "landing_event_sensor"
+
+
+@dataclass(frozen=True)
+class QueueCursor:
+    """Messages whose run requests are recorded with this cursor, to delete on the next tick."""
+
+    to_delete: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, raw: str | None) -> "QueueCursor":
+        if not raw:
+            return cls()
+        return cls(to_delete=tuple((entry[0], entry[1]) for entry in json.loads(raw)["to_delete"]))
+
+    def serialize(self) -> str:
+        return json.dumps({"to_delete": [list(entry) for entry in self.to_delete]})
+
+
+def build_event_sensor(specs: Sequence[DatasetSpec]) -> dg.SensorDefinition:
+    """One sensor for the queue, routing each event to the dataset whose landing prefix holds it."""
+    bronze_keys = [DatasetKeys(spec).bronze for spec in specs]
+
+    @dg.sensor(
+        name=EVENT_SENSOR_NAME,
+        target=dg.AssetSelection.assets(*bronze_keys),
+        minimum_interval_seconds=5,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Drains Event Grid BlobCreated events from the landing queue and requests bronze runs.",
+    )
+    def landing_event_sensor(
+        context: dg.SensorEvaluationContext, landing: LandingZone, event_queue: EventQueue
+    ) -> dg.SensorResult:
+        deleted = event_queue.delete(list(QueueCursor.parse(context.cursor).to_delete))
+        messages = event_queue.receive(MAX_MESSAGES_PER_TICK)
+        found: dict[tuple[str, dt.date], dict[str, LandingFile]] = defaultdict(dict)
+        current: dict[tuple[str, str], LandingFile | None] = {}
+        handled: list[tuple[str, str]] = []
+        acknowledged: list[tuple[str, str]] = []
+        for message in messages:
+            try:
+                event = parse_blob_created(message.content)
+            except NotABlobCreatedEvent as reason:
+                context.log.warning(f"Message {message.id} moved to {event_queue.poison_queue}: {reason}")
+                event_queue.poison(message, str(reason))
+                continue
+            routed = [(spec, landing.locate(spec, event.container, event.blob)) for spec in specs]
+            matches = [(spec, path) for spec, path in routed if path is not None]
+            if not matches:
+                reason = f"{event.container}/{event.blob} is not a landing file of any dataset"
+                context.log.warning(f"Message {message.id} moved to {event_queue.poison_queue}: {reason}")
+                event_queue.poison(message, reason)
+                continue
+            spec, path = matches[0]
+            if (spec.name, path) not in current:
+                current[(spec.name, path)] = landing.stat(spec, path)
+            file = current[(spec.name, path)]
+            if file is None:
+                context.log.warning(f"{path}: announced by event {event.event_id} but gone; acknowledged.")
+                acknowledged.append((message.id, message.pop_receipt))
+                continue
+            if not daily_partitions(spec).has_partition_key(file.event_date.isoformat()):
+                if file.event_date < spec.start_date:
+                    context.log.warning(f"{path}: event day before {spec.start_date}; acknowledged.")
+                    acknowledged.append((message.id, message.pop_receipt))
+                # A day that has not started: the message comes back after its visibility timeout.
+                continue
+            found[(spec.name, file.event_date)][file.path] = file
+            handled.append((message.id, message.pop_receipt))
+        event_queue.delete(acknowledged)
+
+        by_name = {spec.name: spec for spec in specs}
+        run_requests = [
+            dg.RunRequest(
+                run_key=run_key(by_name[name], day, list(files.values())),
+                partition_key=day.isoformat(),
+                asset_selection=[DatasetKeys(by_name[name]).bronze],
+                tags={"mlops/dataset": name, "mlops/new_files": str(len(files))},
+            )
+            for (name, day), files in sorted(found.items())
+        ]
+        observations = [
+            landing_observation(by_name[name], day, list(files.values()))
+            for (name, day), files in sorted(found.items())
+        ]
+        context.log.info(
+            f"Deleted {deleted} handled message(s); received {len(messages)}, "
+            f"{len(handled)} announce {sum(len(files) for files in found.values())} file version(s)."
+        )
+        return dg.SensorResult(
+            run_requests=run_requests,
+            cursor=QueueCursor(to_delete=tuple(handled)).serialize(),
+            asset_events=observations,
+            skip_reason=None if run_requests else "No new landing events.",
+        )
+
+    return landing_event_sensor
