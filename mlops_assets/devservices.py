@@ -84,11 +84,14 @@ def azurite_command() -> Path:
 
 
 @contextmanager
-def run_azurite(data_dir: Path, debug_log: Path | None = None) -> Iterator[AzuriteEndpoints]:
-    """Azurite on free ports with its data in ``data_dir``, provisioned with the project's
-    containers and queues."""
+def run_azurite(
+    data_dir: Path, debug_log: Path | None = None, ports: tuple[int, int] | None = None
+) -> Iterator[AzuriteEndpoints]:
+    """Azurite with its data in ``data_dir``, on the given (blob, queue) ports or free ones,
+    provisioned with the project's containers and queues."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    endpoints = AzuriteEndpoints(blob_port=free_port(), queue_port=free_port())
+    blob_port, queue_port = ports or (free_port(), free_port())
+    endpoints = AzuriteEndpoints(blob_port=blob_port, queue_port=queue_port)
     command = [
         str(azurite_command()),
         "--silent",

@@ -1,0 +1,233 @@
+"""The azurite profile against real Azurite (Blob and Queue) and a real MLflow server.
+
+Azurite has no Event Grid: the tests put on the queue the message Event Grid would
+write for each upload (`blob_created_event`), which is the one stand-in here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import pickle
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import mlflow
+import pytest
+from azure.core.exceptions import ServiceRequestError
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient
+from dagster_azure.blob import AzureBlobStorageKeyCredential, AzureBlobStorageResource
+
+from mlops_assets.datasets.keys import DatasetKeys
+from mlops_assets.definitions import build_definitions
+from mlops_assets.devservices import AZURITE_ACCOUNT, AZURITE_KEY, AzuriteEndpoints, run_azurite, run_mlflow_server
+from mlops_assets.landing.event_grid import blob_created_event
+from mlops_assets.landing.queue_sensor import EVENT_SENSOR_NAME
+from mlops_assets.landing.simulate import simulate
+from mlops_assets.profiles import blob_resources, local_resources
+from mlops_assets.storage.account import StorageAccount
+from mlops_assets.storage.object_store import ObjectStore, seal
+from mlops_assets_tests.conftest import materialize_day, run_lifecycle
+
+TODAY = dt.datetime.now(dt.UTC).date()
+YESTERDAY = TODAY - dt.timedelta(days=1)
+
+
+def account_for(azurite: AzuriteEndpoints) -> StorageAccount:
+    return StorageAccount(
+        blob=AzureBlobStorageResource(
+            account_url=azurite.blob_url, credential=AzureBlobStorageKeyCredential(key=AZURITE_KEY)
+        ),
+        queue_url=azurite.queue_url,
+    )
+
+
+@pytest.fixture
+def azurite(tmp_path: Path) -> Iterator[AzuriteEndpoints]:
+    with run_azurite(tmp_path / "azurite", debug_log=tmp_path / "azurite-requests.log") as endpoints:
+        yield endpoints
+
+
+@pytest.fixture
+def blob_profile(azurite, mlflow_tracking) -> dict[str, Any]:
+    """The azurite profile's resources, with the session's MLflow store for the tests that do
+    not look at MLflow itself."""
+    return {**blob_resources(account_for(azurite), mlflow_tracking.tracking_uri, poll_days=2)}
+
+
+def upload_simulated(tmp_path: Path, azurite: AzuriteEndpoints, spec, start: dt.date, days: int, **options):
+    """Simulate files locally and upload each with azure-storage-blob, as a source system would.
+    Returns the simulation report and the uploaded blobs' etags by path."""
+    staging = local_resources(tmp_path / "staging")["landing"]
+    report = simulate(staging, spec, start, days=days, **options)
+    container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("landing")
+    etags = {}
+    for file in report.files:
+        data = (Path(staging.root.removeprefix("file://")) / file.path).read_bytes()
+        etags[file.path] = container.upload_blob(file.path, data, overwrite=True).get_blob_properties().etag.strip('"')
+    return report, etags
+
+
+def publish(azurite: AzuriteEndpoints, path: str, etag: str, size: int, times: int = 1) -> None:
+    queue = QueueClient.from_connection_string(azurite.connection_string, "landing-events")
+    message = blob_created_event(AZURITE_ACCOUNT, "landing", path, etag, size)
+    for _ in range(times):
+        queue.send_message(message)
+
+
+def tick(defs: dg.Definitions, name: str, instance, resources, cursor=None):
+    sensor = defs.resolve_sensor_def(name)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        return sensor(context)
+
+
+def test_whole_graph_on_azurite_with_an_mlflow_server(tmp_path, azurite, instance, spec) -> None:
+    with run_mlflow_server(tmp_path / "mlflow", azurite) as tracking_uri:
+        resources = blob_resources(account_for(azurite), tracking_uri, poll_days=2)
+        defs = build_definitions([spec], resources, arrivals="poll")
+        report, _ = upload_simulated(tmp_path, azurite, spec, YESTERDAY, 2, meters=4, meters_per_file=2)
+
+        result = tick(defs, "smart_meter_landing_sensor", instance, resources)
+        requested = [request.partition_key for request in result.run_requests]
+        assert requested == [YESTERDAY.isoformat(), TODAY.isoformat()]
+        for partition in requested:
+            assert run_lifecycle(defs, spec, instance, dt.date.fromisoformat(partition)).success
+
+        keys = DatasetKeys(spec)
+        lake = resources["lake"]
+        assert lake.table_uri(*keys.table(keys.predictions)).startswith("az://lake/")
+        bronze_rows = lake.count_rows(lake.table_uri(*keys.table(keys.bronze)))
+        assert bronze_rows == report.records
+        predictions = lake.read_days(lake.table_uri(*keys.table(keys.predictions)), [TODAY]).rows
+        assert len(predictions) > 0 and predictions["prediction"].notna().all()
+
+        run_id = (
+            instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=keys.forecaster, asset_partitions=[TODAY.isoformat()]), limit=1
+            )
+            .records[0]
+            .asset_materialization.metadata["mlflow_run_id"]
+            .value
+        )
+        client = mlflow.MlflowClient(tracking_uri)
+        assert client.get_run(run_id).data.tags["dagster.partition"] == TODAY.isoformat()
+        blobs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("mlflow")
+        stored = [blob.name for blob in blobs.list_blobs()]
+        assert any("MLmodel" in name for name in stored), stored
+        models = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("models")
+        assert f"models/smart_meter_forecaster/{TODAY.isoformat()}.pkl" in {blob.name for blob in models.list_blobs()}
+
+
+def test_polling_lists_only_the_candidate_prefixes(tmp_path, azurite, blob_profile, instance, spec) -> None:
+    upload_simulated(tmp_path, azurite, spec, TODAY - dt.timedelta(days=9), 10, meters=2, meters_per_file=2)
+    defs = build_definitions([spec], blob_profile, arrivals="poll")
+    log = tmp_path / "azurite-requests.log"
+    before = log.stat().st_size
+    result = tick(defs, "smart_meter_landing_sensor", instance, blob_profile)
+
+    with log.open() as handle:
+        handle.seek(before)
+        listed = {
+            urllib.parse.parse_qs(urllib.parse.urlparse(line.split("RequestURL=")[1].split()[0]).query)["prefix"][0]
+            for line in handle
+            if "RequestURL=" in line and "comp=list" in line
+        }
+    days = [YESTERDAY, TODAY]
+    assert listed == {f"smart_meter/{day:%Y/%m/%d}/" for day in days}
+    assert [request.partition_key for request in result.run_requests] == [day.isoformat() for day in days]
+
+
+def test_each_duplicated_event_leads_to_one_ingestion(tmp_path, azurite, blob_profile, instance, spec) -> None:
+    report, etags = upload_simulated(tmp_path, azurite, spec, TODAY, 1, meters=4, meters_per_file=2)
+    for file in report.files:
+        publish(azurite, file.path, etags[file.path], size=1, times=3)
+    defs = build_definitions([spec], blob_profile, arrivals="queue")
+
+    first = tick(defs, EVENT_SENSOR_NAME, instance, blob_profile)
+    (request,) = first.run_requests
+    assert request.partition_key == TODAY.isoformat()
+    (observation,) = first.asset_events
+    assert sorted(file["path"] for file in observation.metadata["files"].value) == sorted(etags)
+    for _ in range(3):
+        materialize_day(defs, blob_profile, instance, [DatasetKeys(spec).bronze], TODAY)
+    lake = blob_profile["lake"]
+    keys = DatasetKeys(spec)
+    assert lake.count_rows(lake.table_uri(*keys.table(keys.bronze))) == report.records
+
+    second = tick(defs, EVENT_SENSOR_NAME, instance, blob_profile, cursor=first.cursor)
+    assert second.run_requests == []
+    queue = QueueClient.from_connection_string(azurite.connection_string, "landing-events")
+    assert queue.get_queue_properties().approximate_message_count == 0
+
+
+def test_unusable_messages_go_to_the_poison_queue(azurite, blob_profile, instance, spec) -> None:
+    queue = QueueClient.from_connection_string(azurite.connection_string, "landing-events")
+    queue.send_message("this is not an event")
+    queue.send_message(json.dumps({"eventType": "Microsoft.Storage.BlobDeleted", "subject": "x", "data": {}}))
+    publish(azurite, "elsewhere/file.csv", "0x1", 1)
+    publish(azurite, "smart_meter/2026/01/01/../../../../etc/passwd", "0x1", 1)
+    defs = build_definitions([spec], blob_profile, arrivals="queue")
+
+    result = tick(defs, EVENT_SENSOR_NAME, instance, blob_profile)
+    assert result.run_requests == []
+    poison = QueueClient.from_connection_string(azurite.connection_string, "landing-events-poison")
+    reasons = [json.loads(message.content)["reason"] for message in poison.receive_messages(max_messages=32)]
+    assert len(reasons) == 4
+    assert any("neither JSON nor Base64" in reason for reason in reasons)
+    assert any("Microsoft.Storage.BlobDeleted" in reason for reason in reasons)
+    assert sum("not a landing file of any dataset" in reason for reason in reasons) == 2
+    assert queue.get_queue_properties().approximate_message_count == 0
+
+
+def test_an_event_for_a_blob_that_is_gone_is_acknowledged(azurite, blob_profile, instance, spec) -> None:
+    publish(azurite, f"smart_meter/{TODAY:%Y/%m/%d}/deleted-already.csv", "0x8D0", 100)
+    defs = build_definitions([spec], blob_profile, arrivals="queue")
+    result = tick(defs, EVENT_SENSOR_NAME, instance, blob_profile)
+    assert result.run_requests == []
+    queue = QueueClient.from_connection_string(azurite.connection_string, "landing-events")
+    assert queue.get_queue_properties().approximate_message_count == 0
+
+
+def test_the_object_store_refuses_a_tampered_blob(azurite, instance) -> None:
+    days = dg.DailyPartitionsDefinition(start_date="2026-01-01")
+
+    @dg.asset(partitions_def=days, io_manager_key="object_store", key=["models", "toy"])
+    def toy() -> dict:
+        return {"weights": list(range(100))}
+
+    @dg.asset(partitions_def=days, ins={"model": dg.AssetIn(["models", "toy"])})
+    def consumer(model: dict) -> int:
+        return len(model["weights"])
+
+    resources = {"object_store": ObjectStore(root="az://models", account=account_for(azurite))}
+    run = dict(partition_key="2026-01-02", resources=resources, instance=instance, raise_on_error=False)
+    assert dg.materialize([toy, consumer], **run).success
+
+    blob = BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(
+        "models", "models/toy/2026-01-02.pkl"
+    )
+    forged, _ = seal(pickle.dumps({"weights": [1]}))
+    blob.upload_blob(forged, overwrite=True)
+    result = dg.materialize([toy, consumer], selection=[consumer], **run)
+    assert not result.success
+    (failure,) = [event for event in result.all_events if event.is_step_failure]
+    assert "does not hold what Dagster recorded" in failure.step_failure_data.error.cause.message
+
+
+def test_azurite_down_fails_the_tick_and_the_next_tick_catches_up(tmp_path, instance, spec, mlflow_tracking) -> None:
+    data = tmp_path / "azurite-restartable"
+    with run_azurite(data) as first:
+        resources = blob_resources(account_for(first), mlflow_tracking.tracking_uri, poll_days=2)
+        defs = build_definitions([spec], resources, arrivals="poll")
+        upload_simulated(tmp_path, first, spec, TODAY, 1, meters=2, meters_per_file=2)
+    with pytest.raises((ServiceRequestError, OSError)):
+        tick(defs, "smart_meter_landing_sensor", instance, resources)
+    with run_azurite(data, ports=(first.blob_port, first.queue_port)):
+        result = tick(defs, "smart_meter_landing_sensor", instance, resources)
+        assert [request.partition_key for request in result.run_requests] == [TODAY.isoformat()]
+        (observation,) = result.asset_events
+        assert observation.metadata["new_files"].value == 1
