@@ -26,13 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -41,14 +39,11 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
-ROOT = Path(__file__).resolve().parents[1]
-AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite"
+from mlops_assets.devservices import AZURITE_ACCOUNT, AZURITE_KEY, run_azurite
+
 DEFAULT_DIR = Path(__file__).resolve().parent / ".data" / "sensor-corpus-100k"
 
-ACCOUNT = "devstoreaccount1"
-# Azurite's published development key: a public constant, not a secret.
-ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-CREDENTIAL = {"account_name": ACCOUNT, "account_key": ACCOUNT_KEY}
+CREDENTIAL = {"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY}
 CONTAINER = "landing"
 PREFIX = "smart_meter/"
 
@@ -61,70 +56,12 @@ DAYS_PER_CHUNK = 10
 MARKER = "corpus.json"
 PLAN = "build-plan.json"
 
-START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 30.0
-
-
-def free_ports(count: int) -> list[int]:
-    """Return ``count`` distinct TCP ports that are free on 127.0.0.1 right now."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """Block until ``port`` accepts connections; fail if ``process`` exits first."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"Azurite exited with code {process.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"Azurite blob port {port} not open after {timeout_s:.0f}s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate ``process`` (Azurite then saves its metadata), kill it if it hangs."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
 
 @contextmanager
 def azurite(data_dir: Path) -> Iterator[str]:
     """Run Azurite persisting to ``data_dir``; yield its blob endpoint URL."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    blob_port, queue_port, table_port = free_ports(3)
-    command = [
-        str(AZURITE_BIN),
-        "--silent",
-        "--disableTelemetry",
-        "--skipApiVersionCheck",
-        "--location",
-        str(data_dir),
-        "--blobPort",
-        str(blob_port),
-        "--queuePort",
-        str(queue_port),
-        "--tablePort",
-        str(table_port),
-    ]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
-    try:
-        wait_for_port(blob_port, process, START_TIMEOUT_S)
-        yield f"http://127.0.0.1:{blob_port}/{ACCOUNT}"
-    finally:
-        stop(process)
+    with run_azurite(data_dir) as endpoints:
+        yield endpoints.blob_url
 
 
 def blob_name(day: date, index: int) -> str:
