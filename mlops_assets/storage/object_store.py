@@ -24,7 +24,7 @@ from mlops_assets.storage.account import StorageAccount
 MAGIC = b"MLOPS-OBJECT-1\n"
 DIGEST_LENGTH = 64
 RECORDED_DIGESTS_CHECKED = 5
-BLOB_CONCURRENCY = 4
+BLOB_CONCURRENCY = 8
 
 
 class TamperedObjectError(RuntimeError):
@@ -37,13 +37,13 @@ def seal(payload: bytes) -> tuple[bytes, str]:
     return MAGIC + digest.encode("ascii") + b"\n" + payload, digest
 
 
-def unseal(stored: bytes, where: str) -> bytes:
-    """The payload of a stored object, after checking its sha256."""
+def unseal(stored: bytes, where: str) -> memoryview:
+    """The payload of a stored object (a view, not a copy), after checking its sha256."""
     header_length = len(MAGIC) + DIGEST_LENGTH + 1
     if not stored.startswith(MAGIC) or len(stored) < header_length:
         raise TamperedObjectError(f"{where} is not a sealed object (header missing or cut)")
     recorded = stored[len(MAGIC) : header_length - 1].decode("ascii", errors="replace")
-    payload = stored[header_length:]
+    payload = memoryview(stored)[header_length:]
     actual = hashlib.sha256(payload).hexdigest()
     if actual != recorded:
         raise TamperedObjectError(f"{where} was changed after it was written: sha256 {actual}, recorded {recorded}")
@@ -77,9 +77,10 @@ class ChecksummedPickleIOManager(dg.UPathIOManager):
         )
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
-        payload = unseal(self.read_object(path), str(path))
+        stored = self.read_object(path)
+        payload = unseal(stored, str(path))
         recorded = _recorded_digests(context, partition=path.stem if context.has_asset_partitions else None)
-        if recorded and hashlib.sha256(payload).hexdigest() not in recorded:
+        if recorded and _header_digest(stored) not in recorded:
             raise TamperedObjectError(
                 f"{path} does not hold what Dagster recorded for it: its sha256 is none of {sorted(recorded)}"
             )
@@ -109,6 +110,11 @@ class ChecksummedPickleIOManager(dg.UPathIOManager):
             with self._account.blob.get_client() as client:
                 return client.get_blob_client(container, blob).download_blob(max_concurrency=BLOB_CONCURRENCY).readall()
         return path.read_bytes()
+
+
+def _header_digest(stored: bytes) -> str:
+    """The sha256 in a sealed object's header (checked against the payload by ``unseal``)."""
+    return stored[len(MAGIC) : len(MAGIC) + DIGEST_LENGTH].decode("ascii")
 
 
 def _container_and_blob(path: UPath) -> tuple[str, str]:
