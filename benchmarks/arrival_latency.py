@@ -1,0 +1,139 @@
+"""arrival_latency: seconds from a blob upload to the run requested for it, for the queue
+(Event Grid) sensor and the polling sensor, measured in the same run of the real daemon.
+
+One Azurite, one MLflow-free azurite profile and one `dagster-daemon` run both sensors
+(benchmarks/arrival_latency_defs.py). The run coordinator launches nothing
+(max_concurrent_runs 0), so what is timed is the arrival path alone: upload, event on
+the queue (written as Event Grid writes it; Azurite has no Event Grid), sensor tick,
+run created. Uploads are spaced further apart than the polling interval, so each run
+answers exactly one upload. The daemon evaluates a sensor at most once per 5 s loop and
+the polling sensor at most every 15 s: those floors are part of the figures.
+
+    python benchmarks/arrival_latency.py [--uploads 12] [--spacing 20]
+
+Prints, as its last line, a JSON object with p50/p95 per sensor and
+ratio = queue p95 / polling p95 (target: queue p95 <= 5 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient
+
+from mlops_assets.devservices import AZURITE_ACCOUNT, run_azurite
+from mlops_assets.landing.event_grid import blob_created_event
+from mlops_assets.landing.queue_sensor import EVENT_SENSOR_NAME
+
+HERE = Path(__file__).resolve().parent
+POLL_SENSOR = "smart_meter_landing_sensor"
+INSTANCE_YAML = """
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 0
+sensors:
+  use_threads: true
+  num_workers: 4
+telemetry:
+  enabled: false
+"""
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def first_run_after(instance: dg.DagsterInstance, sensor: str, after: float, before: float) -> float | None:
+    records = instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/sensor_name": sensor}))
+    created = sorted(record.create_timestamp.timestamp() for record in records)
+    return next((stamp for stamp in created if after <= stamp < before), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--uploads", type=int, default=12)
+    parser.add_argument("--spacing", type=float, default=20.0, help="seconds between uploads (> polling interval)")
+    args = parser.parse_args()
+    today = dt.datetime.now(dt.UTC).date()
+    with tempfile.TemporaryDirectory() as folder, run_azurite(Path(folder) / "azurite") as azurite:
+        home = Path(folder) / "dagster"
+        home.mkdir()
+        (home / "dagster.yaml").write_text(INSTANCE_YAML)
+        environment = {
+            **os.environ,
+            **azurite.environment(),
+            "DAGSTER_HOME": str(home),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow-unused.db",
+        }
+        log = (home / "daemon.log").open("wb")
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "dagster._daemon", "run", "-f", str(HERE / "arrival_latency_defs.py")],
+            env=environment,
+            cwd=home,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(
+                "landing"
+            )
+            queue = QueueClient.from_connection_string(azurite.connection_string, "landing-events")
+            time.sleep(args.spacing)  # the daemon starts its sensors
+            uploaded: list[float] = []
+            for index in range(args.uploads):
+                name = f"smart_meter/{today:%Y/%m/%d}/arrival-{index:03d}.csv"
+                blob = container.upload_blob(name, b"meter_id,timestamp,kwh,temperature\n", overwrite=True)
+                etag = blob.get_blob_properties().etag.strip('"')
+                queue.send_message(blob_created_event(AZURITE_ACCOUNT, "landing", name, etag, 36))
+                uploaded.append(time.time())
+                print(f"upload {index + 1}/{args.uploads}", flush=True)
+                time.sleep(args.spacing + random.uniform(-2, 2))
+            time.sleep(args.spacing)
+            os.environ["DAGSTER_HOME"] = str(home)
+            with dg.DagsterInstance.get() as instance:
+                latencies: dict[str, list[float]] = {EVENT_SENSOR_NAME: [], POLL_SENSOR: []}
+                for index, start in enumerate(uploaded):
+                    end = uploaded[index + 1] if index + 1 < len(uploaded) else float("inf")
+                    for sensor, values in latencies.items():
+                        created = first_run_after(instance, sensor, start, end)
+                        if created is None:
+                            raise RuntimeError(f"{sensor} requested no run for upload {index + 1}; see {log.name}")
+                        values.append(created - start)
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=30)
+            log.close()
+    queue_p95, poll_p95 = percentile(latencies[EVENT_SENSOR_NAME], 0.95), percentile(latencies[POLL_SENSOR], 0.95)
+    print(
+        json.dumps(
+            {
+                "benchmark": "arrival_latency",
+                "uploads": args.uploads,
+                "queue_p50_s": round(statistics.median(latencies[EVENT_SENSOR_NAME]), 2),
+                "queue_p95_s": round(queue_p95, 2),
+                "poll_p50_s": round(statistics.median(latencies[POLL_SENSOR]), 2),
+                "poll_p95_s": round(poll_p95, 2),
+                "ratio": round(queue_p95 / poll_p95, 3),
+                "target": "queue p95 <= 5 s",
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
