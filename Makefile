@@ -30,8 +30,10 @@ test: $(STAMP) $(AZURITE)
 	$(BIN)/python -m pytest
 
 ## The Dagster UI and daemon (sensors, automation) on http://127.0.0.1:3000.
-dev: $(STAMP)
-	$(BIN)/dagster dev -w workspace.yaml
+## PROFILE=azurite also starts Azurite and an MLflow server, with Event Grid-style arrivals.
+PROFILE ?= local
+dev: $(STAMP) $(AZURITE)
+	$(BIN)/mlops dev --profile $(PROFILE)
 
 ## The MLflow UI on the local profile's tracking store, http://127.0.0.1:5000.
 mlflow-ui: $(STAMP)

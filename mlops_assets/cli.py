@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
 import sys
 import warnings
 
@@ -12,8 +13,9 @@ import dagster as dg
 
 from mlops_assets.datasets.spec import DatasetSpec, SpecError, load_bundled_specs, load_spec
 from mlops_assets.demo import reset_state, run_arrivals, summarize
-from mlops_assets.landing.simulate import simulate
-from mlops_assets.profiles import build_resources, mlops_home
+from mlops_assets.devservices import run_azurite, run_mlflow_server
+from mlops_assets.landing.simulate import SimulationReport, simulate
+from mlops_assets.profiles import build_profile, build_resources, mlops_home
 
 
 def _spec(dataset: str, spec_file: str | None) -> DatasetSpec:
@@ -72,19 +74,20 @@ def _with_simulation_options(command):
     return command
 
 
-def _simulate(spec: DatasetSpec, resources, start, **options) -> None:
+def _simulate(spec: DatasetSpec, resources, start, **options) -> SimulationReport:
     first = start.date() if start else spec.start_date
     if options["bad_files"] > options["days"]:
         raise click.BadParameter(
             f"at most one bad file a day: {options['bad_files']} for {options['days']} day(s)", param_hint="--bad-files"
         )
-    report = simulate(resources["landing"], spec, first, **options)
+    report = simulate(resources.landing, spec, first, **options)
     last = first + dt.timedelta(days=options["days"] - 1)
     bad = ", ".join(f"{file.path} [{file.kind}]" for file in report.bad_files) or "none"
     click.echo(
         f"simulate: {len(report.files)} files, {report.records:,} records for {first}..{last} "
         f"({len(report.bad_files)} bad: {bad})"
     )
+    return report
 
 
 @click.group()
@@ -97,9 +100,28 @@ def main() -> None:
 @spec_option
 @_with_simulation_options
 def simulate_command(dataset: str, spec_file: str | None, start, **options) -> None:
-    """Write realistic landing files for a range of days."""
+    """Write realistic landing files for a range of days.
+
+    With queue arrivals (MLOPS_ARRIVALS=queue) it also puts on the landing queue the
+    BlobCreated event Azure Event Grid would deliver for each file.
+    """
     spec = _spec(dataset, spec_file)
-    _simulate(spec, build_resources(), start, **options)
+    profile = build_profile()
+    names = ["landing", *(["event_queue"] if profile.arrivals == "queue" else [])]
+    # Resources used outside a run: build_resources resolves their EnvVar settings.
+    with dg.build_resources({name: profile.resources[name] for name in names}) as ready:
+        _publish_arrivals(spec, ready, _simulate(spec, ready, start, **options))
+
+
+def _publish_arrivals(spec: DatasetSpec, ready, report: SimulationReport) -> None:
+    if "event_queue" in ready.original_resource_dict:
+        landing, events = ready.landing, ready.event_queue
+        for file in report.files:
+            current = landing.stat(spec, file.path)
+            if current is None:
+                raise click.ClickException(f"{file.path} was written but is not in the landing zone")
+            events.publish(landing.blob_created_event(current))
+        click.echo(f"simulate: published {len(report.files)} BlobCreated event(s) on {events.queue}")
 
 
 @main.command("demo")
@@ -115,13 +137,45 @@ def demo_command(dataset: str, spec_file: str | None, reset: bool, start, **opti
         reset_state(mlops_home(), instance)
         click.echo(f"reset: emptied {mlops_home()} and the run history")
     resources = build_resources()
-    _simulate(spec, resources, start, **options)
+    with dg.build_resources({"landing": resources["landing"]}) as ready:
+        _simulate(spec, ready, start, **options)
     failed = run_arrivals(spec, resources, instance, progress=click.echo)
     click.echo("")
-    click.echo(summarize(spec, resources, instance).render())
+    with dg.build_resources({name: resources[name] for name in ("landing", "lake")}) as ready:
+        click.echo(summarize(spec, {"landing": ready.landing, "lake": ready.lake}, instance).render())
     if failed:
         click.echo(f"\n{len(failed)} day(s) failed: {', '.join(failed)}; see their runs in the Dagster UI.", err=True)
         sys.exit(1)
+
+
+@main.command("dev")
+@click.option("--profile", type=click.Choice(["local", "azurite"]), default="local", show_default=True)
+@click.option(
+    "--arrivals", type=click.Choice(["poll", "queue"]), help="How arrivals are noticed (azurite default: queue)."
+)
+@click.option("--port", type=int, default=3000, show_default=True, help="Port of the Dagster UI.")
+def dev_command(profile: str, arrivals: str | None, port: int) -> None:
+    """Run the Dagster UI and daemon; with --profile azurite, start Azurite and an MLflow
+    server first (state under MLOPS_HOME) and stop them afterwards."""
+    command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)]
+    if profile == "local":
+        subprocess.run(command, env={**os.environ, "MLOPS_PROFILE": "local"}, check=False)
+        return
+    home = mlops_home()
+    with run_azurite(home / "azurite") as azurite, run_mlflow_server(home / "mlflow-server", azurite) as tracking:
+        environment = {
+            **os.environ,
+            **azurite.environment(),
+            "MLOPS_PROFILE": "azurite",
+            "MLOPS_ARRIVALS": arrivals or "queue",
+            "MLFLOW_TRACKING_URI": tracking,
+        }
+        click.echo(f"Azurite blob {azurite.blob_url}, queue {azurite.queue_url}; MLflow {tracking}")
+        click.echo("In another shell, with the same variables, simulate arrivals:")
+        for name in ("MLOPS_PROFILE", "MLOPS_ARRIVALS", "MLFLOW_TRACKING_URI", *azurite.environment()):
+            click.echo(f"  export {name}='{environment[name]}'")
+        click.echo("  .venv/bin/mlops simulate --start $(date -u +%F) --days 1")
+        subprocess.run(command, env=environment, check=False)
 
 
 def run() -> None:

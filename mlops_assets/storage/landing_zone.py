@@ -13,6 +13,7 @@ from pydantic import Field
 from upath import UPath
 
 from mlops_assets.datasets.spec import DatasetSpec
+from mlops_assets.landing.event_grid import blob_created_event
 from mlops_assets.storage.account import StorageAccount
 
 
@@ -113,6 +114,15 @@ class LandingZone(dg.ConfigurableResource):
             event_date=matched.event_date,
             name=matched.name,
         )
+
+    def blob_created_event(self, file: LandingFile) -> str:
+        """The queue message Azure Event Grid delivers when ``file`` lands (for simulations:
+        an emulator has no Event Grid)."""
+        root = self._root()
+        container, _, prefix = root.path.strip("/").partition("/")
+        blob = f"{prefix}/{file.path}" if prefix else file.path
+        account = self.account.account_name if self.account else "local"
+        return blob_created_event(account, container, blob, file.etag, file.size)
 
     def _list(self, spec: DatasetSpec, prefix: str) -> list[LandingFile]:
         root = self._root()
