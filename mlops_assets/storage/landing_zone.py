@@ -103,17 +103,7 @@ class LandingZone(dg.ConfigurableResource):
             info = target.fs.info(target.path)
         except FileNotFoundError:
             return None
-        matched = spec.landing.path_pattern.match(path[len(spec.landing.prefix) + 1 :])
-        if matched is None or info.get("type") != "file":
-            return None
-        return LandingFile(
-            path=path,
-            etag=_etag(info),
-            size=int(info.get("size") or 0),
-            modified=_modified(info),
-            event_date=matched.event_date,
-            name=matched.name,
-        )
+        return _landing_file(spec, path, info)
 
     def blob_created_event(self, file: LandingFile) -> str:
         """The queue message Azure Event Grid delivers when ``file`` lands (for simulations:
@@ -135,21 +125,10 @@ class LandingZone(dg.ConfigurableResource):
             if info.get("type") != "file":
                 continue
             relative = full_path[len(base) :] if full_path.startswith(base) else full_path
-            within = relative[len(spec.landing.prefix) + 1 :]
-            matched = spec.landing.path_pattern.match(within)
-            if matched is None or matched.name.startswith((".", "_")):
-                # Hidden and underscore names are files still being written, or markers.
-                continue
-            files.append(
-                LandingFile(
-                    path=relative,
-                    etag=_etag(info),
-                    size=int(info.get("size") or 0),
-                    modified=_modified(info),
-                    event_date=matched.event_date,
-                    name=matched.name,
-                )
-            )
+            file = _landing_file(spec, relative, info)
+            # Hidden and underscore names are files still being written, or markers.
+            if file is not None and not file.name.startswith((".", "_")):
+                files.append(file)
         return sorted(files, key=lambda file: file.path)
 
     def read_bytes(self, file: LandingFile) -> bytes:
@@ -199,6 +178,22 @@ class LandingZone(dg.ConfigurableResource):
             }
             for path in sidecars
         ]
+
+
+def _landing_file(spec: DatasetSpec, path: str, info: dict[str, Any]) -> LandingFile | None:
+    """The landing file at ``path`` (relative to the root) from its storage listing entry, or
+    None if it is not a file whose path the dataset's pattern accepts."""
+    matched = spec.landing.path_pattern.match(path[len(spec.landing.prefix) + 1 :])
+    if matched is None or info.get("type") != "file":
+        return None
+    return LandingFile(
+        path=path,
+        etag=_etag(info),
+        size=int(info.get("size") or 0),
+        modified=_modified(info),
+        event_date=matched.event_date,
+        name=matched.name,
+    )
 
 
 def _safe_segment(text: str) -> str:
