@@ -10,12 +10,15 @@ in its own header and against the one Dagster recorded in the materialization.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import pickle
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dagster as dg
+from azure.storage.blob import BlobBlock, BlobClient
 from pydantic import Field
 from upath import UPath
 
@@ -23,8 +26,10 @@ from mlops_assets.storage.account import StorageAccount
 
 MAGIC = b"MLOPS-OBJECT-1\n"
 DIGEST_LENGTH = 64
+HEADER_LENGTH = len(MAGIC) + DIGEST_LENGTH + 1
 RECORDED_DIGESTS_CHECKED = 5
 BLOB_CONCURRENCY = 8
+BLOB_BLOCK_BYTES = 8 * 1024 * 1024
 
 
 class TamperedObjectError(RuntimeError):
@@ -37,14 +42,14 @@ def seal(payload: bytes) -> tuple[bytes, str]:
     return MAGIC + digest.encode("ascii") + b"\n" + payload, digest
 
 
-def unseal(stored: bytes, where: str) -> memoryview:
-    """The payload of a stored object (a view, not a copy), after checking its sha256."""
-    header_length = len(MAGIC) + DIGEST_LENGTH + 1
-    if not stored.startswith(MAGIC) or len(stored) < header_length:
+def unseal(stored: bytes, where: str, actual: str | None = None) -> memoryview:
+    """The payload of a stored object (a view, not a copy), after checking its sha256;
+    ``actual`` is the payload's sha256 when the caller computed it already."""
+    if not stored.startswith(MAGIC) or len(stored) < HEADER_LENGTH:
         raise TamperedObjectError(f"{where} is not a sealed object (header missing or cut)")
-    recorded = stored[len(MAGIC) : header_length - 1].decode("ascii", errors="replace")
-    payload = memoryview(stored)[header_length:]
-    actual = hashlib.sha256(payload).hexdigest()
+    recorded = stored[len(MAGIC) : HEADER_LENGTH - 1].decode("ascii", errors="replace")
+    payload = memoryview(stored)[HEADER_LENGTH:]
+    actual = actual or hashlib.sha256(payload).hexdigest()
     if actual != recorded:
         raise TamperedObjectError(f"{where} was changed after it was written: sha256 {actual}, recorded {recorded}")
     return payload
@@ -66,34 +71,39 @@ class ChecksummedPickleIOManager(dg.UPathIOManager):
         self._account = account
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
-        stored, digest = seal(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
-        self.write_object(path, stored)
+        payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        digest = self.write_sealed(path, payload)
         context.add_output_metadata(
             {
                 "sha256": dg.MetadataValue.text(digest),
                 "object_uri": dg.MetadataValue.path(str(path)),
-                "object_bytes": dg.MetadataValue.int(len(stored)),
+                "object_bytes": dg.MetadataValue.int(len(payload) + HEADER_LENGTH),
             }
         )
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
-        stored = self.read_object(path)
-        payload = unseal(stored, str(path))
+        if self._account is not None:
+            container, blob = _container_and_blob(path)
+            with self._account.blob.get_client() as client:
+                stored, actual = _download_hashing(client.get_blob_client(container, blob))
+        else:
+            stored = path.read_bytes()
+            actual = hashlib.sha256(memoryview(stored)[HEADER_LENGTH:]).hexdigest()
+        payload = unseal(stored, str(path), actual)
         recorded = _recorded_digests(context, partition=path.stem if context.has_asset_partitions else None)
-        if recorded and _header_digest(stored) not in recorded:
+        if recorded and actual not in recorded:
             raise TamperedObjectError(
                 f"{path} does not hold what Dagster recorded for it: its sha256 is none of {sorted(recorded)}"
             )
         return pickle.loads(payload)
 
-    def write_object(self, path: UPath, stored: bytes) -> None:
+    def write_sealed(self, path: UPath, payload: bytes) -> str:
+        """Store ``payload`` sealed with its sha256 at ``path``; returns the sha256."""
         if self._account is not None:
             container, blob = _container_and_blob(path)
             with self._account.blob.get_client() as client:
-                client.get_blob_client(container, blob).upload_blob(
-                    stored, overwrite=True, max_concurrency=BLOB_CONCURRENCY
-                )
-            return
+                return _upload_sealed(client.get_blob_client(container, blob), payload)
+        stored, digest = seal(payload)
         staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
         committed = False
         try:
@@ -103,18 +113,47 @@ class ChecksummedPickleIOManager(dg.UPathIOManager):
         finally:
             if not committed and staging.exists():
                 staging.unlink()
-
-    def read_object(self, path: UPath) -> bytes:
-        if self._account is not None:
-            container, blob = _container_and_blob(path)
-            with self._account.blob.get_client() as client:
-                return client.get_blob_client(container, blob).download_blob(max_concurrency=BLOB_CONCURRENCY).readall()
-        return path.read_bytes()
+        return digest
 
 
-def _header_digest(stored: bytes) -> str:
-    """The sha256 in a sealed object's header (checked against the payload by ``unseal``)."""
-    return stored[len(MAGIC) : len(MAGIC) + DIGEST_LENGTH].decode("ascii")
+def _upload_sealed(blob: BlobClient, payload: bytes) -> str:
+    """Upload header and payload as one blob; returns the payload's sha256.
+
+    The payload's blocks are staged in parallel while the sha256 is computed (hashing
+    releases the GIL), the header block once the digest is known; committing the block
+    list makes the whole blob visible at once, so no reader sees half an object.
+    """
+    view = memoryview(payload)
+    chunks = [view[start : start + BLOB_BLOCK_BYTES] for start in range(0, len(view), BLOB_BLOCK_BYTES)]
+    block_ids = [base64.b64encode(f"{index:010d}".encode()).decode() for index in range(len(chunks) + 1)]
+    with ThreadPoolExecutor(max_workers=BLOB_CONCURRENCY) as pool:
+        staged = [
+            pool.submit(blob.stage_block, block_id, chunk.tobytes())
+            for block_id, chunk in zip(block_ids[1:], chunks, strict=True)
+        ]
+        digest = hashlib.sha256(view).hexdigest()
+        staged.append(pool.submit(blob.stage_block, block_ids[0], MAGIC + digest.encode("ascii") + b"\n"))
+        for future in staged:
+            future.result()
+    blob.commit_block_list([BlobBlock(block_id=block_id) for block_id in block_ids])
+    return digest
+
+
+def _download_hashing(blob: BlobClient) -> tuple[bytearray, str]:
+    """The stored object and the sha256 of its payload, hashed while later ranges download."""
+    size = blob.get_blob_properties().size
+    stored = bytearray(size)
+    hasher = hashlib.sha256()
+    with ThreadPoolExecutor(max_workers=BLOB_CONCURRENCY) as pool:
+        ranges = [(start, min(BLOB_BLOCK_BYTES, size - start)) for start in range(0, size, BLOB_BLOCK_BYTES)]
+        downloads = [
+            pool.submit(lambda offset, length: blob.download_blob(offset=offset, length=length).readall(), *span)
+            for span in ranges
+        ]
+        for (start, length), download in zip(ranges, downloads, strict=True):
+            stored[start : start + length] = download.result()
+            hasher.update(memoryview(stored)[max(start, HEADER_LENGTH) : start + length])
+    return stored, hasher.hexdigest()
 
 
 def _container_and_blob(path: UPath) -> tuple[str, str]:
