@@ -88,9 +88,9 @@ class LandingZone(dg.ConfigurableResource):
         root_container, _, root_prefix = root.path.strip("/").partition("/")
         if container != root_container:
             return None
-        path = blob.removeprefix(f"{root_prefix}/") if root_prefix else blob
         if root_prefix and not blob.startswith(f"{root_prefix}/"):
             return None
+        path = blob.removeprefix(f"{root_prefix}/") if root_prefix else blob
         dataset_prefix = f"{spec.landing.prefix}/"
         if not path.startswith(dataset_prefix) or spec.landing.path_pattern.match(path[len(dataset_prefix) :]) is None:
             return None
