@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import pickle
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,7 @@ from mlops_assets.landing.queue_sensor import EVENT_SENSOR_NAME
 from mlops_assets.landing.simulate import simulate
 from mlops_assets.profiles import blob_resources, local_resources
 from mlops_assets.storage.account import StorageAccount
+from mlops_assets.storage.event_queue import EventQueue
 from mlops_assets.storage.object_store import ObjectStore, seal
 from mlops_assets_tests.conftest import materialize_day, run_lifecycle
 
@@ -231,3 +234,55 @@ def test_azurite_down_fails_the_tick_and_the_next_tick_catches_up(tmp_path, inst
         assert [request.partition_key for request in result.run_requests] == [TODAY.isoformat()]
         (observation,) = result.asset_events
         assert observation.metadata["new_files"].value == 1
+
+
+def test_a_duplicate_in_a_later_tick_gets_the_same_run_key(tmp_path, azurite, blob_profile, instance, spec) -> None:
+    _, etags = upload_simulated(tmp_path, azurite, spec, TODAY, 1, meters=2, meters_per_file=2)
+    (path,) = etags
+    publish(azurite, path, etags[path], 1)
+    defs = build_definitions([spec], blob_profile, arrivals="queue")
+    first = tick(defs, EVENT_SENSOR_NAME, instance, blob_profile)
+    publish(azurite, path, etags[path], 1)
+    second = tick(defs, EVENT_SENSOR_NAME, instance, blob_profile, cursor=first.cursor)
+    assert [request.run_key for request in second.run_requests] == [request.run_key for request in first.run_requests]
+
+
+def test_a_message_received_again_after_its_timeout_does_not_stop_the_sensor(
+    tmp_path, azurite, blob_profile, instance, spec
+) -> None:
+    _, etags = upload_simulated(tmp_path, azurite, spec, TODAY, 1, meters=2, meters_per_file=2)
+    (path,) = etags
+    publish(azurite, path, etags[path], 1)
+    quick = {**blob_profile, "event_queue": EventQueue(account=account_for(azurite), visibility_timeout=1)}
+    defs = build_definitions([spec], quick, arrivals="queue")
+    first = tick(defs, EVENT_SENSOR_NAME, instance, quick)
+    time.sleep(2)
+    other_reader = tick(defs, EVENT_SENSOR_NAME, instance, quick)
+    assert len(other_reader.run_requests) == 1
+    after = tick(defs, EVENT_SENSOR_NAME, instance, quick, cursor=first.cursor)
+    assert after.run_requests == [] or after.run_requests[0].run_key == first.run_requests[0].run_key
+
+
+def test_a_bad_file_on_blob_is_quarantined_and_leaves_the_landing_zone(
+    tmp_path, azurite, blob_profile, instance, spec
+) -> None:
+    report, _ = upload_simulated(tmp_path, azurite, spec, TODAY, 1, meters=2, meters_per_file=2, bad_files=1)
+    defs = build_definitions([spec], blob_profile, arrivals="poll")
+    materialize_day(defs, blob_profile, instance, [DatasetKeys(spec).bronze], TODAY)
+    (bad,) = report.bad_files
+    container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("landing")
+    assert bad.path not in set(container.list_blob_names())
+    quarantine = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("quarantine")
+    kept = [name for name in quarantine.list_blob_names() if name.endswith(Path(bad.path).name)]
+    assert len(kept) == 1 and kept[0].startswith(str(Path(bad.path).parent))
+
+
+def test_a_large_object_round_trips_through_blocks_and_ranges(azurite, instance) -> None:
+    """Over 8 MiB: several staged blocks on write, several ranges on read."""
+    store = ObjectStore(root="az://models", account=account_for(azurite))
+    io_manager = store.create_io_manager(dg.build_init_resource_context())
+    payload = os.urandom(20 * 1024 * 1024 + 123)
+    key = dg.AssetKey(["models", "large"])
+    output = dg.build_output_context(asset_key=key, instance=instance)
+    io_manager.handle_output(output, payload)
+    assert io_manager.load_input(dg.build_input_context(asset_key=key, instance=instance)) == payload

@@ -9,13 +9,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import dagster as dg
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError
 from azure.storage.queue import QueueClient
 from pydantic import Field
 
 from mlops_assets.storage.account import StorageAccount
 
 LISTEN_PAUSE_SECONDS = 0.2
+# Deleting a message that is gone, or that another reader received again since.
+STALE_RECEIPT_CODES = ("MessageNotFound", "PopReceiptMismatch")
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,8 @@ class EventQueue(dg.ConfigurableResource):
     def delete(self, receipts: list[tuple[str, str]]) -> int:
         """Delete messages by (id, pop receipt); returns how many were still there to delete.
 
-        A message whose receipt is stale (its visibility timeout ended and it was received
-        again) is not found; it will be seen again, which the sensor tolerates.
+        A message that is gone, or whose receipt is stale (its visibility timeout ended and it
+        was received again), is skipped: it will be seen again, which the sensor tolerates.
         """
         deleted = 0
         with self._client(self.queue) as client:
@@ -95,8 +97,9 @@ class EventQueue(dg.ConfigurableResource):
                 try:
                     client.delete_message(message_id, pop_receipt)
                     deleted += 1
-                except ResourceNotFoundError:
-                    continue
+                except HttpResponseError as error:
+                    if error.error_code not in STALE_RECEIPT_CODES:
+                        raise
         return deleted
 
     def poison(self, message: ReceivedMessage, reason: str) -> None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from pydantic import Field
 from upath import UPath
 
@@ -92,7 +94,10 @@ class LandingZone(dg.ConfigurableResource):
             return None
         path = blob.removeprefix(f"{root_prefix}/") if root_prefix else blob
         dataset_prefix = f"{spec.landing.prefix}/"
-        if not path.startswith(dataset_prefix) or spec.landing.path_pattern.match(path[len(dataset_prefix) :]) is None:
+        if not path.startswith(dataset_prefix):
+            return None
+        matched = spec.landing.path_pattern.match(path[len(dataset_prefix) :])
+        if matched is None or _is_hidden(matched.name):
             return None
         return path
 
@@ -126,8 +131,7 @@ class LandingZone(dg.ConfigurableResource):
                 continue
             relative = full_path[len(base) :] if full_path.startswith(base) else full_path
             file = _landing_file(spec, relative, info)
-            # Hidden and underscore names are files still being written, or markers.
-            if file is not None and not file.name.startswith((".", "_")):
+            if file is not None and not _is_hidden(file.name):
                 files.append(file)
         return sorted(files, key=lambda file: file.path)
 
@@ -160,10 +164,25 @@ class LandingZone(dg.ConfigurableResource):
         target.write_bytes(data)
         sidecar = target.with_name(f"{name}.reason.json")
         sidecar.write_text(json.dumps(reason, indent=2, default=str))
+        self._delete_version(file)
+        return str(target)
+
+    def _delete_version(self, file: LandingFile) -> None:
+        """Delete ``file`` from the landing zone only if it is still that version."""
+        if self.account is not None:
+            container, _, prefix = self._root().path.strip("/").partition("/")
+            blob = f"{prefix}/{file.path}" if prefix else file.path
+            with self.account.blob.get_client() as client:
+                try:
+                    client.get_blob_client(container, blob).delete_blob(
+                        etag=file.etag, match_condition=MatchConditions.IfNotModified
+                    )
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    return
+            return
         source = self._root() / file.path
         if source.exists() and _etag(source.fs.info(source.path)) == file.etag:
             source.unlink()
-        return str(target)
 
     def quarantined(self, spec: DatasetSpec) -> list[dict[str, Any]]:
         """The reasons of every file of the dataset held in quarantine."""
@@ -178,6 +197,11 @@ class LandingZone(dg.ConfigurableResource):
             }
             for path in sidecars
         ]
+
+
+def _is_hidden(name: str) -> bool:
+    """Hidden and underscore names are files still being written, or markers."""
+    return name.startswith((".", "_"))
 
 
 def _landing_file(spec: DatasetSpec, path: str, info: dict[str, Any]) -> LandingFile | None:

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dagster as dg
+from azure.core import MatchConditions
 from azure.storage.blob import BlobBlock, BlobClient
 from pydantic import Field
 from upath import UPath
@@ -125,7 +126,10 @@ def _upload_sealed(blob: BlobClient, payload: bytes) -> str:
     """
     view = memoryview(payload)
     chunks = [view[start : start + BLOB_BLOCK_BYTES] for start in range(0, len(view), BLOB_BLOCK_BYTES)]
-    block_ids = [base64.b64encode(f"{index:010d}".encode()).decode() for index in range(len(chunks) + 1)]
+    # Uncommitted blocks belong to the blob, not to the writer: ids unique to this upload keep
+    # two writers of the same object from committing each other's blocks.
+    upload = uuid.uuid4().hex
+    block_ids = [base64.b64encode(f"{upload}-{index:010d}".encode()).decode() for index in range(len(chunks) + 1)]
     with ThreadPoolExecutor(max_workers=BLOB_CONCURRENCY) as pool:
         staged = [
             pool.submit(blob.stage_block, block_id, chunk.tobytes())
@@ -141,13 +145,19 @@ def _upload_sealed(blob: BlobClient, payload: bytes) -> str:
 
 def _download_hashing(blob: BlobClient) -> tuple[bytearray, str]:
     """The stored object and the sha256 of its payload, hashed while later ranges download."""
-    size = blob.get_blob_properties().size
+    properties = blob.get_blob_properties()
+    size = properties.size
     stored = bytearray(size)
+    # Every range from the same version: an overwrite during the download fails it instead
+    # of mixing two versions.
+    version = {"etag": properties.etag, "match_condition": MatchConditions.IfNotModified}
     hasher = hashlib.sha256()
     with ThreadPoolExecutor(max_workers=BLOB_CONCURRENCY) as pool:
         ranges = [(start, min(BLOB_BLOCK_BYTES, size - start)) for start in range(0, size, BLOB_BLOCK_BYTES)]
         downloads = [
-            pool.submit(lambda offset, length: blob.download_blob(offset=offset, length=length).readall(), *span)
+            pool.submit(
+                lambda offset, length: blob.download_blob(offset=offset, length=length, **version).readall(), *span
+            )
             for span in ranges
         ]
         for (start, length), download in zip(ranges, downloads, strict=True):
