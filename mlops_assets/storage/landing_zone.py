@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import BlobProperties
 from pydantic import Field
 from upath import UPath
 
@@ -103,6 +104,14 @@ class LandingZone(dg.ConfigurableResource):
 
     def stat(self, spec: DatasetSpec, path: str) -> LandingFile | None:
         """The current version of one landing file, or None if it no longer exists."""
+        if self.account is not None:
+            container, blob = self._blob_name(path)
+            with self.account.container(container) as client:
+                try:
+                    properties = client.get_blob_client(blob).get_blob_properties()
+                except ResourceNotFoundError:
+                    return None
+            return _landing_file(spec, path, _blob_info(properties))
         target = self._root() / path
         try:
             info = target.fs.info(target.path)
@@ -110,16 +119,31 @@ class LandingZone(dg.ConfigurableResource):
             return None
         return _landing_file(spec, path, info)
 
+    def _blob_name(self, path: str) -> tuple[str, str]:
+        """The container and blob name of a landing path on Blob."""
+        container, _, prefix = self._root().path.strip("/").partition("/")
+        return container, f"{prefix}/{path}" if prefix else path
+
     def blob_created_event(self, file: LandingFile) -> str:
         """The queue message Azure Event Grid delivers when ``file`` lands (for simulations:
         an emulator has no Event Grid)."""
-        root = self._root()
-        container, _, prefix = root.path.strip("/").partition("/")
-        blob = f"{prefix}/{file.path}" if prefix else file.path
+        container, blob = self._blob_name(file.path)
         account = self.account.account_name if self.account else "local"
         return blob_created_event(account, container, blob, file.etag, file.size)
 
     def _list(self, spec: DatasetSpec, prefix: str) -> list[LandingFile]:
+        if self.account is not None:
+            # Sensors list on every tick: the Blob client with few retries fails fast.
+            container, blob_prefix = self._blob_name(prefix)
+            strip = len(blob_prefix) - len(prefix)
+            with self.account.container(container) as client:
+                listed = [
+                    _landing_file(spec, blob.name[strip:], _blob_info(blob))
+                    for blob in client.list_blobs(name_starts_with=blob_prefix)
+                ]
+            return sorted(
+                (file for file in listed if file is not None and not _is_hidden(file.name)), key=lambda f: f.path
+            )
         root = self._root()
         folder = root / prefix
         if not folder.exists():
@@ -170,8 +194,7 @@ class LandingZone(dg.ConfigurableResource):
     def _delete_version(self, file: LandingFile) -> None:
         """Delete ``file`` from the landing zone only if it is still that version."""
         if self.account is not None:
-            container, _, prefix = self._root().path.strip("/").partition("/")
-            blob = f"{prefix}/{file.path}" if prefix else file.path
+            container, blob = self._blob_name(file.path)
             with self.account.blob.get_client() as client:
                 try:
                     client.get_blob_client(container, blob).delete_blob(
@@ -197,6 +220,11 @@ class LandingZone(dg.ConfigurableResource):
             }
             for path in sidecars
         ]
+
+
+def _blob_info(blob: BlobProperties) -> dict[str, Any]:
+    """A Blob listing entry in the shape of an fsspec ``info`` dict."""
+    return {"type": "file", "etag": blob.etag, "size": blob.size, "last_modified": blob.last_modified}
 
 
 def _is_hidden(name: str) -> bool:
