@@ -59,7 +59,7 @@ def azurite(tmp_path: Path) -> Iterator[AzuriteEndpoints]:
 def blob_profile(azurite, mlflow_tracking) -> dict[str, Any]:
     """The azurite profile's resources, with the session's MLflow store for the tests that do
     not look at MLflow itself."""
-    return {**blob_resources(account_for(azurite), mlflow_tracking.tracking_uri, poll_days=2)}
+    return blob_resources(account_for(azurite), mlflow_tracking.tracking_uri, poll_days=2)
 
 
 def upload_simulated(tmp_path: Path, azurite: AzuriteEndpoints, spec, start: dt.date, days: int, **options):

@@ -47,6 +47,8 @@ class QueueCursor:
 def build_event_sensor(specs: Sequence[DatasetSpec]) -> dg.SensorDefinition:
     """One sensor for the queue, routing each event to the dataset whose landing prefix holds it."""
     bronze_keys = [DatasetKeys(spec).bronze for spec in specs]
+    by_name = {spec.name: spec for spec in specs}
+    partitions = {spec.name: daily_partitions(spec) for spec in specs}
 
     @dg.sensor(
         name=EVENT_SENSOR_NAME,
@@ -86,7 +88,7 @@ def build_event_sensor(specs: Sequence[DatasetSpec]) -> dg.SensorDefinition:
                 context.log.warning(f"{path}: announced by event {event.event_id} but gone; acknowledged.")
                 acknowledged.append((message.id, message.pop_receipt))
                 continue
-            if not daily_partitions(spec).has_partition_key(file.event_date.isoformat()):
+            if not partitions[spec.name].has_partition_key(file.event_date.isoformat()):
                 if file.event_date < spec.start_date:
                     context.log.warning(f"{path}: event day before {spec.start_date}; acknowledged.")
                     acknowledged.append((message.id, message.pop_receipt))
@@ -96,7 +98,6 @@ def build_event_sensor(specs: Sequence[DatasetSpec]) -> dg.SensorDefinition:
             handled.append((message.id, message.pop_receipt))
         event_queue.delete(acknowledged)
 
-        by_name = {spec.name: spec for spec in specs}
         run_requests = [
             dg.RunRequest(
                 run_key=run_key(by_name[name], day, list(files.values())),

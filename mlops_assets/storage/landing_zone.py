@@ -195,9 +195,9 @@ class LandingZone(dg.ConfigurableResource):
         """Delete ``file`` from the landing zone only if it is still that version."""
         if self.account is not None:
             container, blob = self._blob_name(file.path)
-            with self.account.blob.get_client() as client:
+            with self.account.container(container) as client:
                 try:
-                    client.get_blob_client(container, blob).delete_blob(
+                    client.get_blob_client(blob).delete_blob(
                         etag=file.etag, match_condition=MatchConditions.IfNotModified
                     )
                 except (ResourceModifiedError, ResourceNotFoundError):
