@@ -21,3 +21,9 @@ def daily_partitions(spec: DatasetSpec) -> dg.DailyPartitionsDefinition:
 def partition_day(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> dt.date:
     """The event day of the partition being materialized."""
     return dt.date.fromisoformat(context.partition_key)
+
+
+def partition_days(context: dg.AssetExecutionContext) -> list[dt.date]:
+    """The event days a run materializes: one day, or every day of a backfill's range when
+    the asset runs a range in a single run."""
+    return [dt.date.fromisoformat(key) for key in context.partition_keys]

@@ -36,8 +36,29 @@ class DatasetKeys:
         return dg.AssetKey(["models", f"{self.spec.name}_forecaster"])
 
     @property
+    def checkpoint(self) -> dg.AssetKey:
+        return dg.AssetKey(["models", f"{self.spec.name}_checkpoint"])
+
+    @property
+    def tuning(self) -> dg.AssetKey:
+        return dg.AssetKey(["models", f"{self.spec.name}_tuning"])
+
+    @property
+    def candidates(self) -> tuple[dg.AssetKey, ...]:
+        """The model assets whose daily models compete for the registry's champion alias."""
+        return (self.forecaster, self.checkpoint)
+
+    def release(self, candidate: dg.AssetKey) -> dg.AssetKey:
+        """The registry asset recording which registered version a candidate's day became."""
+        return dg.AssetKey(["registry", candidate.path[-1]])
+
+    @property
     def predictions(self) -> dg.AssetKey:
         return dg.AssetKey(["serving", f"{self.spec.name}_predictions"])
+
+    @property
+    def drift(self) -> dg.AssetKey:
+        return dg.AssetKey(["monitoring", f"{self.spec.name}_drift"])
 
     def table(self, key: dg.AssetKey) -> tuple[str, str]:
         """The (layer, table) of the Delta table behind a data asset."""

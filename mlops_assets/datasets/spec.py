@@ -15,9 +15,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 import yaml
+
+# The cron dialect Dagster schedules accept (five fields), so a spec fails on load, not at deploy.
+from dagster._utils.schedules import is_valid_cron_string
 
 from mlops_assets.datasets.path_pattern import PathPattern, PathPatternError
 
@@ -26,6 +30,11 @@ FILE_FORMATS = ("csv", "jsonl", "parquet")
 RULE_ACTIONS = ("warn", "drop", "fail")
 CALENDAR_FEATURES = ("hour", "dayofweek", "dayofyear", "month", "is_weekend")
 MODEL_FAMILIES = ("hist_gradient_boosting", "random_forest", "ridge")
+CHECKPOINT_FAMILIES = ("mlp",)
+GATE_METRICS = ("mae", "rmse", "wape", "r2", "skill")
+# Metrics where a larger value is the better model; for the others smaller is better.
+HIGHER_IS_BETTER = frozenset({"r2", "skill"})
+PARAM_KINDS = ("float", "int", "categorical")
 ROLE_TYPES = {
     "timestamp_column": ("timestamp",),
     "entity_column": ("string", "int"),
@@ -89,6 +98,77 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class CheckpointSpec:
+    """The continued-training model: trained day after day from the previous day's checkpoint.
+
+    Each day runs ``epochs_per_day`` passes over the day's training hours and stores an
+    intermediate checkpoint every ``checkpoint_every`` epochs, from which a killed or
+    retried run resumes.
+    """
+
+    family: str
+    params: Mapping[str, Any]
+    seed: int
+    epochs_per_day: int
+    checkpoint_every: int
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """When a candidate model may replace the champion in the registry.
+
+    ``metric`` compares candidate and champion on the same hold-out: the candidate is
+    refused when it is worse than the champion by more than ``margin`` (a fraction of
+    the champion's value). ``thresholds`` are absolute bounds any candidate must meet,
+    as ``{metric: {min: x, max: y}}``.
+    """
+
+    model_name: str
+    metric: str
+    margin: float
+    thresholds: Mapping[str, Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class MonitoringSpec:
+    """Drift of a day's features and predictions against the champion's training window."""
+
+    psi_threshold: float
+    ks_threshold: float
+    bins: int
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """Nightly retraining and the scheduled backfill, as cron expressions in ``timezone``."""
+
+    timezone: str
+    retrain_cron: str
+    backfill_cron: str
+    backfill_days: int
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One hyper-parameter of the search space: a float or int range, or a list of choices."""
+
+    name: str
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class TuningSpec:
+    """The opt-in hyper-parameter search: ``trials`` Optuna trials over ``space``."""
+
+    trials: int
+    space: tuple[SearchParam, ...]
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """One dataset, as declared in its YAML spec."""
 
@@ -103,6 +183,11 @@ class DatasetSpec:
     quality: tuple[QualityRule, ...]
     features: FeatureSpec
     model: ModelSpec
+    checkpoint: CheckpointSpec
+    gate: GateSpec
+    monitoring: MonitoringSpec
+    schedules: ScheduleSpec
+    tuning: TuningSpec | None = None
     source: str = field(default="<memory>", compare=False)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -170,6 +255,11 @@ def parse_spec(raw: Any, source: str = "<memory>") -> DatasetSpec:
         quality=tuple(_rules(reader, top.get("quality", []), columns)),
         features=_features(reader, reader.mapping(top.get("features"), "features"), columns, roles),
         model=_model(reader, reader.mapping(top.get("model"), "model")),
+        checkpoint=_checkpoint(reader, top.get("checkpoint") or {}),
+        gate=_gate(reader, top.get("registry") or {}, default_name=name),
+        monitoring=_monitoring(reader, top.get("monitoring") or {}),
+        schedules=_schedules(reader, top.get("schedules") or {}),
+        tuning=_tuning(reader, top["tuning"]) if top.get("tuning") is not None else None,
         source=source,
         raw=dict(top),
         **roles,
@@ -289,6 +379,120 @@ def _model(reader: _Reader, raw: Mapping[str, Any]) -> ModelSpec:
     )
 
 
+def _checkpoint(reader: _Reader, raw: Any) -> CheckpointSpec:
+    raw = reader.mapping(raw, "checkpoint")
+    family = raw.get("family", "mlp")
+    if family not in CHECKPOINT_FAMILIES:
+        reader.fail(
+            "checkpoint.family",
+            f"unknown model family {family!r} (expected one of: {', '.join(CHECKPOINT_FAMILIES)})",
+        )
+    epochs = reader.whole(raw, "epochs_per_day", default=20, where="checkpoint.epochs_per_day")
+    every = reader.whole(raw, "checkpoint_every", default=5, where="checkpoint.checkpoint_every")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int):
+        reader.fail("checkpoint.seed", f"{seed!r} must be an integer")
+    return CheckpointSpec(
+        family=family,
+        params=dict(reader.mapping(raw.get("params", {}), "checkpoint.params")),
+        seed=seed,
+        epochs_per_day=epochs,
+        checkpoint_every=every,
+    )
+
+
+def _gate(reader: _Reader, raw: Any, default_name: str) -> GateSpec:
+    raw = reader.mapping(raw, "registry")
+    metric = raw.get("metric", "mae")
+    if metric not in GATE_METRICS:
+        reader.fail("registry.metric", f"unknown metric {metric!r} (expected one of: {', '.join(GATE_METRICS)})")
+    margin = raw.get("margin", 0.05)
+    if not isinstance(margin, (int, float)) or margin < 0:
+        reader.fail("registry.margin", f"{margin!r} must be a fraction >= 0")
+    thresholds = reader.mapping(raw.get("thresholds", {}), "registry.thresholds")
+    for name, bounds in thresholds.items():
+        where = f"registry.thresholds.{name}"
+        if name not in GATE_METRICS:
+            reader.fail(where, f"unknown metric {name!r} (expected one of: {', '.join(GATE_METRICS)})")
+        bounds = reader.mapping(bounds, where)
+        if not bounds or set(bounds) - {"min", "max"}:
+            reader.fail(where, "give a min, a max or both")
+        for bound, value in bounds.items():
+            if not isinstance(value, (int, float)):
+                reader.fail(f"{where}.{bound}", f"{value!r} must be a number")
+    model_name = raw.get("model_name", default_name)
+    if not isinstance(model_name, str) or not model_name.strip():
+        reader.fail("registry.model_name", f"{model_name!r} must be a non-empty string")
+    return GateSpec(
+        model_name=model_name,
+        metric=metric,
+        margin=float(margin),
+        thresholds={name: {bound: float(value) for bound, value in bounds.items()} for name, bounds in thresholds.items()},
+    )
+
+
+def _monitoring(reader: _Reader, raw: Any) -> MonitoringSpec:
+    raw = reader.mapping(raw, "monitoring")
+    values = {}
+    for key, default in (("psi_threshold", 0.25), ("ks_threshold", 0.2)):
+        value = raw.get(key, default)
+        if not isinstance(value, (int, float)) or value <= 0:
+            reader.fail(f"monitoring.{key}", f"{value!r} must be a positive number")
+        values[key] = float(value)
+    bins = reader.whole(raw, "bins", default=10, where="monitoring.bins")
+    if bins < 2:
+        reader.fail("monitoring.bins", f"{bins} must be at least 2")
+    return MonitoringSpec(bins=bins, **values)
+
+
+def _schedules(reader: _Reader, raw: Any) -> ScheduleSpec:
+    raw = reader.mapping(raw, "schedules")
+    timezone = raw.get("timezone", "UTC")
+    try:
+        ZoneInfo(str(timezone))
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise SpecError(f"{reader.source}: schedules.timezone: unknown time zone {timezone!r}") from error
+    crons = {}
+    for key, default in (("retrain", "0 2 * * *"), ("backfill", "30 3 * * *")):
+        cron = raw.get(key, default)
+        if not isinstance(cron, str) or not is_valid_cron_string(cron):
+            reader.fail(f"schedules.{key}", f"{cron!r} is not a cron expression such as '0 2 * * *'")
+        crons[key] = cron
+    days = reader.whole(raw, "backfill_days", default=7, where="schedules.backfill_days")
+    return ScheduleSpec(
+        timezone=str(timezone), retrain_cron=crons["retrain"], backfill_cron=crons["backfill"], backfill_days=days
+    )
+
+
+def _tuning(reader: _Reader, raw: Any) -> TuningSpec:
+    raw = reader.mapping(raw, "tuning")
+    trials = reader.whole(raw, "trials", default=20, where="tuning.trials")
+    space = reader.mapping(raw.get("space"), "tuning.space")
+    if not space:
+        reader.fail("tuning.space", "declare at least one hyper-parameter")
+    params = []
+    for name, entry in space.items():
+        where = f"tuning.space.{name}"
+        entry = reader.mapping(entry, where)
+        if "choices" in entry:
+            choices = entry["choices"]
+            if not isinstance(choices, list) or not choices:
+                reader.fail(f"{where}.choices", "must be a non-empty list")
+            params.append(SearchParam(name=name, kind="categorical", choices=tuple(choices)))
+            continue
+        low, high = entry.get("low"), entry.get("high")
+        if not isinstance(low, (int, float)) or not isinstance(high, (int, float)) or not low < high:
+            reader.fail(where, f"needs numbers low < high, or a list of choices (got low={low!r}, high={high!r})")
+        kind = entry.get("type", "int" if isinstance(low, int) and isinstance(high, int) else "float")
+        if kind not in ("int", "float"):
+            reader.fail(f"{where}.type", f"{kind!r} must be int or float")
+        log = bool(entry.get("log", False))
+        if log and low <= 0:
+            reader.fail(where, "a log-scale range must have low > 0")
+        params.append(SearchParam(name=name, kind=kind, low=low, high=high, log=log))
+    return TuningSpec(trials=trials, space=tuple(params))
+
+
 @dataclass(frozen=True)
 class _Reader:
     """Typed access to raw YAML values that raises SpecError with the field's path."""
@@ -315,6 +519,13 @@ class _Reader:
         value = self.text(raw, key, where)
         if not value.isidentifier():
             self.fail(where or key, f"{value!r} must be a lower-case identifier (letters, digits, _)")
+        return value
+
+    def whole(self, raw: Mapping[str, Any], key: str, default: int, where: str) -> int:
+        """A whole number >= 1."""
+        value = raw.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            self.fail(where, f"{value!r} must be a whole number >= 1")
         return value
 
     def date(self, raw: Mapping[str, Any], key: str) -> dt.date:
