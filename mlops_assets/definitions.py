@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 
+from mlops_assets.backfills import build_gap_backfill_sensor
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec, load_bundled_specs
 from mlops_assets.lakehouse.bronze import build_bronze_asset
@@ -16,7 +17,16 @@ from mlops_assets.lakehouse.silver import build_silver_asset
 from mlops_assets.landing.assets import build_landing_asset
 from mlops_assets.landing.queue_sensor import build_event_sensor
 from mlops_assets.landing.sensors import build_landing_sensor
+from mlops_assets.ml.checkpoint import build_checkpoint_asset
 from mlops_assets.ml.forecaster import build_forecaster_asset
+from mlops_assets.ml.release import build_release_asset
+from mlops_assets.ml.retraining import (
+    build_drift_sensor,
+    build_nightly_retrain_schedule,
+    build_retrain_job,
+)
+from mlops_assets.ml.tuning import build_tuning_asset
+from mlops_assets.monitoring.assets import build_drift_asset
 from mlops_assets.profiles import Arrivals, build_profile
 from mlops_assets.serving.predictions import build_predictions_asset
 
@@ -30,32 +40,56 @@ def rebuild_job_name(spec: DatasetSpec) -> str:
 
 
 def dataset_definitions(spec: DatasetSpec, arrivals: Arrivals = "poll") -> dg.Definitions:
-    """Everything one dataset spec declares, from landing files to predictions."""
+    """Everything one dataset spec declares, from landing files to drift monitoring."""
     keys = DatasetKeys(spec)
     lifecycle = dg.define_asset_job(
         lifecycle_job_name(spec),
-        selection=dg.AssetSelection.assets(keys.bronze, keys.silver, keys.gold, keys.forecaster, keys.predictions),
-        description=f"One day of {spec.name}, end to end: bronze, silver with its checks, gold, model, predictions.",
+        selection=dg.AssetSelection.assets(
+            keys.bronze,
+            keys.silver,
+            keys.gold,
+            keys.forecaster,
+            keys.release(keys.forecaster),
+            keys.predictions,
+            keys.drift,
+        ),
+        description=(
+            f"One day of {spec.name}, end to end: bronze, silver with its checks, gold, the forecaster "
+            "with its gate and release, predictions and drift. The checkpoint model, whose days "
+            f"train in order, runs in {spec.name}_retrain."
+        ),
     )
     rebuild = dg.define_asset_job(
         rebuild_job_name(spec),
-        selection=dg.AssetSelection.assets(keys.silver, keys.gold, keys.forecaster, keys.predictions),
+        selection=dg.AssetSelection.assets(
+            keys.silver, keys.gold, keys.forecaster, keys.release(keys.forecaster), keys.predictions, keys.drift
+        ),
         description=(
             f"Rebuild days of {spec.name} from bronze onwards, after a change of rules, features or "
             "model; launch it as a backfill over the days to rebuild."
         ),
     )
+    assets = [
+        build_landing_asset(spec),
+        build_bronze_asset(spec),
+        build_silver_asset(spec),
+        build_gold_asset(spec),
+        build_forecaster_asset(spec),
+        build_checkpoint_asset(spec),
+        *(build_release_asset(spec, candidate) for candidate in keys.candidates),
+        build_predictions_asset(spec),
+        build_drift_asset(spec),
+        *([build_tuning_asset(spec)] if spec.tuning is not None else []),
+    ]
     return dg.Definitions(
-        assets=[
-            build_landing_asset(spec),
-            build_bronze_asset(spec),
-            build_silver_asset(spec),
-            build_gold_asset(spec),
-            build_forecaster_asset(spec),
-            build_predictions_asset(spec),
+        assets=assets,
+        jobs=[lifecycle, rebuild, build_retrain_job(spec)],
+        schedules=[build_nightly_retrain_schedule(spec)],
+        sensors=[
+            *([build_landing_sensor(spec)] if arrivals == "poll" else []),
+            build_drift_sensor(spec),
+            build_gap_backfill_sensor(spec),
         ],
-        jobs=[lifecycle, rebuild],
-        sensors=[build_landing_sensor(spec)] if arrivals == "poll" else [],
     )
 
 

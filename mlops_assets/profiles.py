@@ -3,7 +3,8 @@
 ``MLOPS_PROFILE`` picks the profile; nothing else in the code branches on it.
 
 - ``local`` keeps everything in folders under ``MLOPS_HOME`` (default ``.mlops`` in the
-  working directory): landing zone, quarantine, Delta lake, model objects, and an MLflow
+  working directory): landing zone, quarantine, Delta lake, model objects, training
+  checkpoints, and an MLflow
   store in SQLite. No server, no credentials.
 - ``azurite`` keeps it all in Azurite, the Azure Storage emulator (Blob containers
   ``landing``, ``quarantine``, ``lake``, ``models``; queue ``landing-events``), with an
@@ -34,6 +35,7 @@ from dagster_azure.blob import (
 from mlops_assets.lakehouse.delta import DeltaLake
 from mlops_assets.ml.tracking import MlflowTracking
 from mlops_assets.storage.account import StorageAccount
+from mlops_assets.storage.checkpoints import CheckpointStore
 from mlops_assets.storage.event_queue import EventQueue
 from mlops_assets.storage.landing_zone import LandingZone
 from mlops_assets.storage.object_store import ObjectStore
@@ -67,6 +69,7 @@ def local_resources(home: Path) -> dict[str, Any]:
         "landing": LandingZone(root=(home / "landing").as_uri(), quarantine_root=(home / "quarantine").as_uri()),
         "lake": DeltaLake(root=str(home / "lake")),
         "object_store": ObjectStore(root=(home / "objects").as_uri()),
+        "checkpoints": CheckpointStore(root=(home / "checkpoints").as_uri()),
         "mlflow_tracking": MlflowTracking(
             tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
             artifact_root=(home / "mlartifacts").as_uri(),
@@ -83,6 +86,7 @@ def blob_resources(account: StorageAccount, mlflow_tracking_uri: str, poll_days:
         ),
         "lake": DeltaLake(root="az://lake", account=account),
         "object_store": ObjectStore(root="az://models", account=account),
+        "checkpoints": CheckpointStore(root="az://models/checkpoints", account=account),
         "mlflow_tracking": MlflowTracking(tracking_uri=mlflow_tracking_uri, ui_url=mlflow_tracking_uri),
         "event_queue": EventQueue(account=account, queue="landing-events", poison_queue="landing-events-poison"),
     }

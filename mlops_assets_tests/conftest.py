@@ -1,14 +1,16 @@
-"""Shared fixtures: a local-profile home per test, one MLflow store per session, a real
+"""Shared fixtures: a local-profile home and an MLflow store per test, a real
 Dagster instance in a temporary folder."""
 
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import mlflow
 import pytest
 
 from mlops_assets.datasets.spec import DatasetSpec, load_bundled_specs
@@ -26,9 +28,20 @@ def spec() -> DatasetSpec:
 
 
 @pytest.fixture(scope="session")
-def mlflow_tracking(tmp_path_factory: pytest.TempPathFactory) -> MlflowTracking:
-    """One SQLite MLflow store for the session: creating its schema takes seconds."""
-    folder = tmp_path_factory.mktemp("mlflow")
+def mlflow_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite MLflow store with its schema: creating the schema takes seconds, copying it
+    takes milliseconds."""
+    database = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{database}").search_experiments()
+    return database
+
+
+@pytest.fixture
+def mlflow_tracking(tmp_path: Path, mlflow_store_template: Path) -> MlflowTracking:
+    """An MLflow store of the test's own, so that each test starts with an empty registry."""
+    folder = tmp_path / "mlflow"
+    folder.mkdir()
+    shutil.copyfile(mlflow_store_template, folder / "mlflow.db")
     return MlflowTracking(
         tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",
         artifact_root=(folder / "artifacts").as_uri(),

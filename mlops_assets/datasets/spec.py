@@ -427,7 +427,9 @@ def _gate(reader: _Reader, raw: Any, default_name: str) -> GateSpec:
         model_name=model_name,
         metric=metric,
         margin=float(margin),
-        thresholds={name: {bound: float(value) for bound, value in bounds.items()} for name, bounds in thresholds.items()},
+        thresholds={
+            name: {bound: float(value) for bound, value in bounds.items()} for name, bounds in thresholds.items()
+        },
     )
 
 

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import dagster as dg
 import mlflow
+import sklearn
+import skops
+import skops.io
 from mlflow.exceptions import MlflowException
+from mlflow.models.model import ModelInfo
 from pydantic import Field
 
+from mlops_assets.ml.registry import Registry
+
+# Explicit requirements: inferring them costs seconds per logged model.
+MODEL_PIP_REQUIREMENTS = [f"scikit-learn=={sklearn.__version__}", f"skops=={skops.__version__}"]
 DAGSTER_TAGS = ("dagster.run_id", "dagster.asset_key", "dagster.partition")
 
 
@@ -60,3 +69,20 @@ class MlflowTracking(dg.ConfigurableResource):
         if not self.ui_url:
             return None
         return f"{self.ui_url.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+
+    def registry(self) -> Registry:
+        """The model registry of this tracking server."""
+        mlflow.set_tracking_uri(self.tracking_uri)
+        return Registry(self.tracking_uri)
+
+
+def log_sklearn_model(model: Any) -> ModelInfo:
+    """Log a fitted scikit-learn model as the active run's ``model`` artifact.
+
+    MLflow stores it with skops, which loads only the types it is told to trust; the
+    model was fitted by this process, so the types it holds are trusted.
+    """
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    return mlflow.sklearn.log_model(
+        model, name="model", pip_requirements=MODEL_PIP_REQUIREMENTS, skops_trusted_types=trusted
+    )

@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import Ridge
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 
 from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.lakehouse.features import feature_columns
@@ -27,15 +28,6 @@ from mlops_assets.lakehouse.features import feature_columns
 
 class NotEnoughData(ValueError):
     """The training window has too few rows to fit and evaluate a model."""
-
-
-# Types inside each family's fitted estimator that skops, MLflow's sklearn format, does
-# not load unless told to. The models are fitted by this process, so they are trusted.
-SKOPS_TRUSTED_TYPES = {
-    "hist_gradient_boosting": ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"],
-    "random_forest": ["sklearn.tree._tree.Tree"],
-    "ridge": ["numpy.dtype"],
-}
 
 
 def make_estimator(family: str, params: Mapping[str, Any], seed: int) -> Any:
@@ -61,10 +53,19 @@ class Forecaster:
     seed: int
     window: tuple[dt.date, dt.date]
     holdout_start: pd.Timestamp
+    gold_version: int | None = None
     mlflow_run_id: str | None = None
+    model_uri: str | None = None
 
     def predict(self, rows: pd.DataFrame) -> np.ndarray:
         return self.estimator.predict(rows[self.features])
+
+    def serving_pipeline(self, rows: pd.DataFrame) -> Pipeline:
+        """The estimator behind a step that picks its features out of gold rows, as served
+        from the registry (``rows``: any gold rows, to fit the column selection)."""
+        select = ColumnTransformer([("selected", "passthrough", self.features)], remainder="drop")
+        select.fit(rows)
+        return Pipeline([("features", select), ("model", self.estimator)])
 
 
 @dataclass
@@ -77,28 +78,43 @@ class TrainingOutcome:
     train_frame: pd.DataFrame = field(repr=False)
 
 
-def train_forecaster(gold: pd.DataFrame, spec: DatasetSpec, window: tuple[dt.date, dt.date]) -> TrainingOutcome:
-    """Fit the spec's model on ``gold`` (the training window) and evaluate it on its latest hours."""
-    timestamp, target = spec.timestamp_column, spec.target_column
-    features = feature_columns(spec)
-    rows = gold.dropna(subset=[target]).sort_values(timestamp, kind="stable")
+def split_holdout(
+    gold: pd.DataFrame, spec: DatasetSpec, window: tuple[dt.date, dt.date]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
+    """Rows with a target, split by time: (training rows, held-out rows, first held-out hour).
+
+    The latest ``holdout_fraction`` of the window's hours (at least one) are held out.
+    """
+    timestamp = spec.timestamp_column
+    rows = gold.dropna(subset=[spec.target_column]).sort_values(timestamp, kind="stable")
     stamps = np.sort(rows[timestamp].unique())
     if len(stamps) < 2:
         raise NotEnoughData(f"{len(rows)} rows over {len(stamps)} timestamps in {window}: need at least two timestamps")
     held_out = max(1, math.ceil(len(stamps) * spec.model.holdout_fraction))
     holdout_start = pd.Timestamp(stamps[len(stamps) - held_out])
-    train, holdout = rows[rows[timestamp] < holdout_start], rows[rows[timestamp] >= holdout_start]
+    return rows[rows[timestamp] < holdout_start], rows[rows[timestamp] >= holdout_start], holdout_start
+
+
+def train_forecaster(
+    gold: pd.DataFrame, spec: DatasetSpec, window: tuple[dt.date, dt.date], params: Mapping[str, Any] | None = None
+) -> TrainingOutcome:
+    """Fit the spec's model on ``gold`` (the training window) and evaluate it on its latest hours;
+    ``params`` (default: the spec's) are the hyper-parameters."""
+    params = dict(spec.model.params if params is None else params)
+    target = spec.target_column
+    features = feature_columns(spec)
+    train, holdout, holdout_start = split_holdout(gold, spec, window)
     # A feature with no value in the training hours (a 24h lag on the first day) carries
     # nothing to learn from; it is left out and the model records the features it uses.
     features = [column for column in features if train[column].notna().any()]
-    estimator = make_estimator(spec.model.family, spec.model.params, spec.model.seed)
+    estimator = make_estimator(spec.model.family, params, spec.model.seed)
     estimator.fit(train[features], train[target])
     forecaster = Forecaster(
         estimator=estimator,
         features=features,
         target=target,
         family=spec.model.family,
-        params=dict(spec.model.params),
+        params=params,
         seed=spec.model.seed,
         window=window,
         holdout_start=holdout_start,

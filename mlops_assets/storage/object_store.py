@@ -19,6 +19,7 @@ from typing import Any
 
 import dagster as dg
 from azure.core import MatchConditions
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobBlock, BlobClient
 from pydantic import Field
 from upath import UPath
@@ -83,14 +84,7 @@ class ChecksummedPickleIOManager(dg.UPathIOManager):
         )
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
-        if self._account is not None:
-            container, blob = _container_and_blob(path)
-            with self._account.blob.get_client() as client:
-                stored, actual = _download_hashing(client.get_blob_client(container, blob))
-        else:
-            stored = path.read_bytes()
-            actual = hashlib.sha256(memoryview(stored)[HEADER_LENGTH:]).hexdigest()
-        payload = unseal(stored, str(path), actual)
+        payload, actual = read_sealed(path, self._account)
         recorded = _recorded_digests(context, partition=path.stem if context.has_asset_partitions else None)
         if recorded and actual not in recorded:
             raise TamperedObjectError(
@@ -100,21 +94,46 @@ class ChecksummedPickleIOManager(dg.UPathIOManager):
 
     def write_sealed(self, path: UPath, payload: bytes) -> str:
         """Store ``payload`` sealed with its sha256 at ``path``; returns the sha256."""
-        if self._account is not None:
-            container, blob = _container_and_blob(path)
-            with self._account.blob.get_client() as client:
-                return _upload_sealed(client.get_blob_client(container, blob), payload)
-        stored, digest = seal(payload)
-        staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-        committed = False
-        try:
-            staging.write_bytes(stored)
-            path.fs.mv(staging.path, path.path)
-            committed = True
-        finally:
-            if not committed and staging.exists():
-                staging.unlink()
-        return digest
+        return write_sealed(path, payload, self._account)
+
+
+def write_sealed(path: UPath, payload: bytes, account: StorageAccount | None = None) -> str:
+    """Store ``payload`` sealed with its sha256 at ``path``, atomically; returns the sha256.
+
+    ``account`` is the storage account of a Blob path (uploaded with the Blob client in
+    parallel blocks); None writes through the path's own filesystem.
+    """
+    if account is not None:
+        container, blob = _container_and_blob(path)
+        with account.blob.get_client() as client:
+            return _upload_sealed(client.get_blob_client(container, blob), payload)
+    stored, digest = seal(payload)
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    committed = False
+    try:
+        staging.write_bytes(stored)
+        path.fs.mv(staging.path, path.path)
+        committed = True
+    finally:
+        if not committed and staging.exists():
+            staging.unlink()
+    return digest
+
+
+def read_sealed(path: UPath, account: StorageAccount | None = None) -> tuple[memoryview, str]:
+    """The payload stored at ``path`` and its sha256, after checking it against the seal;
+    raises :class:`TamperedObjectError` for changed or cut bytes, FileNotFoundError if absent."""
+    if account is not None:
+        container, blob = _container_and_blob(path)
+        with account.blob.get_client() as client:
+            try:
+                stored, actual = _download_hashing(client.get_blob_client(container, blob))
+            except ResourceNotFoundError as error:
+                raise FileNotFoundError(str(path)) from error
+    else:
+        stored = path.read_bytes()
+        actual = hashlib.sha256(memoryview(stored)[HEADER_LENGTH:]).hexdigest()
+    return unseal(stored, str(path), actual), actual
 
 
 def _upload_sealed(blob: BlobClient, payload: bytes) -> str:

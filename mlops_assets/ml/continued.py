@@ -1,0 +1,154 @@
+"""Continued training: a model trained in steps (epochs), day after day, that can stop
+after any step and go on from a saved copy.
+
+A trainer is the small interface the checkpoint asset needs: a fresh model, one
+training step, and predictions. The model object is whatever the trainer keeps
+(a scikit-learn pipeline here, a ``torch`` state dict and optimizer in another
+trainer); it must pickle, because it is what a checkpoint stores.
+
+Every step is a pure function of the model before it, the day's rows, the seed and
+the step's number: each epoch visits the rows in an order drawn from
+``(seed, day, epoch)``, and the network's own shuffling is off. So training that
+stops after step ``s`` and resumes from a copy saved after step ``s`` ends with the
+same model as training that never stopped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.neural_network import MLPRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+
+class StepTrainer(Protocol):
+    """What the checkpoint asset needs of a model family that trains in steps."""
+
+    family: str
+
+    def fresh(self, features: list[str], rows: pd.DataFrame) -> Any:
+        """A new, untrained model over ``features``; ``rows`` are the first day's training rows."""
+
+    def begin_day(self, model: Any, rows: pd.DataFrame) -> None:
+        """Adapt the model to a new day before its first step (for example, input scaling)."""
+
+    def step(self, model: Any, rows: pd.DataFrame, day: dt.date, step: int) -> None:
+        """Train ``model`` in place for one step (an epoch) on ``rows``."""
+
+    def predict(self, model: Any, rows: pd.DataFrame) -> np.ndarray:
+        """Predictions of ``model`` for gold rows."""
+
+
+@dataclass
+class MlpTrainer:
+    """A scikit-learn multi-layer perceptron trained epoch by epoch with ``partial_fit``.
+
+    The model is a pipeline that selects the feature columns, standardises them
+    (statistics updated with each new day), fills a missing feature with its mean
+    (0 after scaling) and feeds the network; the same pipeline is what the registry
+    serves.
+    """
+
+    target: str
+    params: Mapping[str, Any]
+    seed: int
+    family: str = "mlp"
+
+    def fresh(self, features: list[str], rows: pd.DataFrame) -> Pipeline:
+        network = MLPRegressor(random_state=self.seed, shuffle=False, **_network_params(self.params))
+        pipeline = Pipeline(
+            [
+                ("features", ColumnTransformer([("selected", "passthrough", features)], remainder="drop")),
+                ("scale", StandardScaler()),
+                ("fill", SimpleImputer(strategy="constant", fill_value=0.0, keep_empty_features=True)),
+                ("network", network),
+            ]
+        )
+        selected = pipeline.named_steps["features"].fit_transform(rows)
+        pipeline.named_steps["fill"].fit(selected)
+        return pipeline
+
+    def begin_day(self, model: Pipeline, rows: pd.DataFrame) -> None:
+        model.named_steps["scale"].partial_fit(model.named_steps["features"].transform(rows))
+
+    def step(self, model: Pipeline, rows: pd.DataFrame, day: dt.date, step: int) -> None:
+        order = np.random.default_rng([self.seed, day.toordinal(), step]).permutation(len(rows))
+        inputs = model[:-1].transform(rows.iloc[order])
+        model.named_steps["network"].partial_fit(inputs, rows[self.target].to_numpy(dtype=float)[order])
+
+    def predict(self, model: Pipeline, rows: pd.DataFrame) -> np.ndarray:
+        return model.predict(rows)
+
+
+def _network_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    values = dict(params)
+    if "hidden_layer_sizes" in values:
+        values["hidden_layer_sizes"] = tuple(values["hidden_layer_sizes"])
+    return values
+
+
+def make_trainer(family: str, target: str, params: Mapping[str, Any], seed: int) -> StepTrainer:
+    """The trainer of a spec's checkpoint family."""
+    if family == "mlp":
+        return MlpTrainer(target=target, params=params, seed=seed)
+    raise ValueError(f"unknown checkpoint family {family!r}")
+
+
+@dataclass
+class TrainingState:
+    """A model part-way through a day's training: ``step`` epochs of the day are done."""
+
+    model: Any
+    step: int
+
+
+@dataclass
+class DayTraining:
+    """What a day of continued training did."""
+
+    model: Any
+    resumed_from_step: int
+    steps_run: int
+    checkpoints_written: list[int] = field(default_factory=list)
+
+
+def train_day(
+    trainer: StepTrainer,
+    start: TrainingState,
+    rows: pd.DataFrame,
+    day: dt.date,
+    steps: int,
+    checkpoint_every: int,
+    save: Callable[[TrainingState], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> DayTraining:
+    """Train from ``start`` until ``steps`` epochs of ``day`` are done.
+
+    ``start`` is either the day's beginning (step 0: the previous day's model, not yet
+    adapted to this day) or an intermediate checkpoint. After every
+    ``checkpoint_every`` steps, and never after the last one (the finished model is
+    stored by the asset), ``save`` gets the state.
+    """
+    model = start.model
+    if start.step == 0:
+        trainer.begin_day(model, rows)
+    written = []
+    for step in range(start.step, steps):
+        trainer.step(model, rows, day, step)
+        done = step + 1
+        if progress is not None:
+            progress(done, steps)
+        if save is not None and done % checkpoint_every == 0 and done < steps:
+            save(TrainingState(model=model, step=done))
+            written.append(done)
+    return DayTraining(
+        model=model, resumed_from_step=start.step, steps_run=steps - start.step, checkpoints_written=written
+    )

@@ -1,0 +1,93 @@
+"""Intermediate training checkpoints: the state of a model part-way through a day's training.
+
+A training is identified by a fingerprint of everything that determines its result
+(parent model, input table version, hyper-parameters, seed, number of steps), so a
+retry resumes only from checkpoints of the very same training. Checkpoints are sealed
+with their sha256 like every stored object; a torn or tampered one is skipped and the
+next older one used.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+from upath import UPath
+
+from mlops_assets.storage.account import StorageAccount
+from mlops_assets.storage.object_store import TamperedObjectError, read_sealed, write_sealed
+
+STEP_FILE = re.compile(r"^step-(\d{8})\.ckpt$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A stored intermediate state: the object, the step it was saved after, its sha256 and path."""
+
+    state: Any
+    step: int
+    sha256: str
+    path: str
+
+
+@dataclass(frozen=True)
+class TrainingCheckpoints:
+    """The intermediate checkpoints of one training (one asset partition and fingerprint)."""
+
+    folder: UPath
+    account: StorageAccount | None
+
+    def save(self, step: int, state: Any) -> str:
+        """Store ``state`` as the checkpoint after ``step``; returns its sha256."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        return write_sealed(self.folder / f"step-{step:08d}.ckpt", payload, self.account)
+
+    def steps(self) -> list[int]:
+        """Steps that have a checkpoint, newest first."""
+        if not self.folder.exists():
+            return []
+        found = (STEP_FILE.match(entry.name) for entry in self.folder.iterdir())
+        return sorted((int(match.group(1)) for match in found if match), reverse=True)
+
+    def newest_intact(self, skipped: list[str] | None = None) -> Checkpoint | None:
+        """The newest checkpoint whose bytes match its seal; ``skipped`` collects why newer ones were not used."""
+        for step in self.steps():
+            path = self.folder / f"step-{step:08d}.ckpt"
+            try:
+                payload, digest = read_sealed(path, self.account)
+            except (TamperedObjectError, FileNotFoundError) as error:
+                if skipped is not None:
+                    skipped.append(str(error))
+                continue
+            return Checkpoint(state=pickle.loads(payload), step=step, sha256=digest, path=str(path))
+        return None
+
+    def discard(self) -> None:
+        """Delete the checkpoints once the finished model is stored."""
+        if self.folder.exists():
+            self.folder.fs.rm(self.folder.path, recursive=True)
+
+
+class CheckpointStore(dg.ConfigurableResource):
+    """Where long trainings keep their intermediate checkpoints."""
+
+    root: str = Field(
+        description="URI of the checkpoint root, e.g. file:///srv/.mlops/checkpoints or az://models/checkpoints."
+    )
+    account: StorageAccount | None = Field(
+        default=None, description="The storage account of an az:// root; None for a local folder."
+    )
+
+    @contextmanager
+    def training(self, asset_key: dg.AssetKey, partition: str, fingerprint: str) -> Iterator[TrainingCheckpoints]:
+        """The checkpoints of one training of ``asset_key``'s ``partition``."""
+        options = self.account.fsspec_options() if self.account else {}
+        folder = UPath(self.root, **options).joinpath(*asset_key.path, partition, fingerprint)
+        yield TrainingCheckpoints(folder=folder, account=self.account)

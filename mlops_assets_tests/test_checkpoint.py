@@ -1,0 +1,215 @@
+"""The checkpoint model: days continue from the day before, and a training killed mid-way
+resumes from its newest intact checkpoint and ends with the same model."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+import yaml
+
+from mlops_assets.datasets.keys import DatasetKeys
+from mlops_assets.datasets.spec import bundled_spec_paths, load_spec
+from mlops_assets.definitions import build_definitions
+from mlops_assets.landing.simulate import simulate
+from mlops_assets.ml.continued import TrainingState, make_trainer, train_day
+from mlops_assets.ml.trainer import split_holdout
+from mlops_assets.partitions import daily_partitions
+from mlops_assets.profiles import local_resources
+from mlops_assets_tests.conftest import QUIET
+
+START = dt.date(2026, 3, 1)
+DAYS = [START, START + dt.timedelta(days=1)]
+EPOCHS, EVERY = 400, 25
+
+# The child process: materialize one checkpoint day on the test's instance and stores.
+CHILD = """
+import sys, dagster as dg
+from dagster._core.instance.ref import InstanceRef
+from mlops_assets.datasets.keys import DatasetKeys
+from mlops_assets.datasets.spec import load_spec
+from mlops_assets.definitions import build_definitions
+from mlops_assets.ml.tracking import MlflowTracking
+from mlops_assets.partitions import daily_partitions
+from mlops_assets.profiles import local_resources
+from pathlib import Path
+
+spec_path, home, instance_dir, tracking, day = sys.argv[1:]
+spec = load_spec(spec_path)
+resources = {**local_resources(Path(home)), "mlflow_tracking": MlflowTracking(tracking_uri=tracking)}
+defs = build_definitions([spec], resources)
+with dg.DagsterInstance.from_ref(InstanceRef.from_dir(instance_dir)) as instance:
+    dg.materialize(list(defs.assets), selection=[DatasetKeys(spec).checkpoint], partition_key=day,
+                   instance=instance, resources=resources)
+"""
+
+
+@pytest.fixture
+def long_spec(tmp_path: Path):
+    """The bundled spec with a day long enough to be killed in the middle of."""
+    (path,) = [path for path in bundled_spec_paths() if path.stem == "smart_meter"]
+    raw = yaml.safe_load(path.read_text())
+    raw["checkpoint"].update(epochs_per_day=EPOCHS, checkpoint_every=EVERY)
+    target = tmp_path / "smart_meter.yaml"
+    target.write_text(yaml.safe_dump(raw))
+    return target, load_spec(target)
+
+
+@pytest.fixture
+def persistent_instance(tmp_path: Path):
+    folder = tmp_path / "dagster"
+    folder.mkdir()
+    with dg.DagsterInstance.local_temp(str(folder)) as instance:
+        yield instance, folder
+
+
+def _materialize(defs, resources, instance, key, day) -> dg.ExecuteInProcessResult:
+    """Materialize one day of ``key``; a candidate the gate refuses is still materialized (only
+    its release is blocked), so the run's outcome is not what these tests look at."""
+    result = dg.materialize(
+        list(defs.assets),
+        selection=[key],
+        partition_key=day.isoformat(),
+        instance=instance,
+        resources=resources,
+        run_config=QUIET,
+        raise_on_error=False,
+    )
+    assert result.asset_materializations_for_node(key.to_python_identifier()), f"{key} was not materialized"
+    return result
+
+
+def test_day_after_day_continues_from_the_day_before(tmp_path, spec, mlflow_tracking, instance) -> None:
+    resources = {**local_resources(tmp_path / "mlops"), "mlflow_tracking": mlflow_tracking}
+    defs = build_definitions([spec], resources)
+    keys = DatasetKeys(spec)
+    simulate(resources["landing"], spec, START, days=3, meters=8, meters_per_file=4)
+    for day in [*DAYS, START + dt.timedelta(days=2)]:
+        for key in (keys.bronze, keys.silver, keys.gold):
+            _materialize(defs, resources, instance, key, day)
+    _materialize(defs, resources, instance, keys.checkpoint, DAYS[0])
+
+    # Day 3 cannot skip day 2: days train in order.
+    gap = dg.materialize(
+        list(defs.assets),
+        selection=[keys.checkpoint],
+        partition_key=(START + dt.timedelta(days=2)).isoformat(),
+        instance=instance,
+        resources=resources,
+        run_config=QUIET,
+        raise_on_error=False,
+    )
+    assert not gap.success
+    (failure,) = [event for event in gap.all_events if event.event_type_value == "STEP_FAILURE"]
+    assert "materialize 2026-03-02 first" in failure.event_specific_data.error.message
+
+    second = _materialize(defs, resources, instance, keys.checkpoint, DAYS[1])
+    metadata = second.asset_materializations_for_node(keys.checkpoint.to_python_identifier())[0].metadata
+    first_record = instance.get_latest_materialization_event(keys.checkpoint)
+    assert metadata["parent_checkpoint"].value == DAYS[0].isoformat()
+    assert metadata["days_trained"].value == 2
+    first = (
+        instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=keys.checkpoint, asset_partitions=[DAYS[0].isoformat()]), limit=1
+        )
+        .records[0]
+        .asset_materialization
+    )
+    assert metadata["parent_sha256"].value == first.metadata["sha256"].value
+    assert first_record is not None and first.metadata["parent_checkpoint"].value == "fresh"
+    assert metadata["steps_run"].value == spec.checkpoint.epochs_per_day
+    # Intermediate checkpoints are gone once the day's model is stored.
+    assert not list((tmp_path / "mlops" / "checkpoints").rglob("*.ckpt"))
+
+
+def test_a_killed_training_resumes_from_its_last_checkpoint_and_ends_with_the_same_model(
+    tmp_path, long_spec, mlflow_tracking, persistent_instance
+) -> None:
+    """The process doing the work is killed with SIGKILL, as an evicted pod or an OOM kill
+    would; the retry is a new run of the same partition, which is what Dagster's run retry
+    launches once run monitoring has marked the dead run failed."""
+    spec_path, spec = long_spec
+    instance, instance_dir = persistent_instance
+    home = tmp_path / "mlops"
+    resources = {**local_resources(home), "mlflow_tracking": mlflow_tracking}
+    defs = build_definitions([spec], resources)
+    keys = DatasetKeys(spec)
+    simulate(resources["landing"], spec, START, days=len(DAYS), meters=60, meters_per_file=30)
+    for day in DAYS:
+        for key in (keys.bronze, keys.silver, keys.gold):
+            _materialize(defs, resources, instance, key, day)
+    _materialize(defs, resources, instance, keys.checkpoint, DAYS[0])
+
+    folder = home / "checkpoints" / "models" / f"{spec.name}_checkpoint" / DAYS[1].isoformat()
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(spec_path),
+            str(home),
+            str(instance_dir),
+            mlflow_tracking.tracking_uri,
+            DAYS[1].isoformat(),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and child.poll() is None:
+        written = sorted(folder.rglob("step-*.ckpt"))
+        if len(written) >= 3:
+            break
+        time.sleep(0.02)
+    assert child.poll() is None, "the training ended before it could be killed"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    saved = sorted(int(path.stem.split("-")[1]) for path in folder.rglob("step-*.ckpt"))
+    assert saved and saved[-1] < EPOCHS
+
+    (killed,) = [run for run in instance.get_runs() if run.status == dg.DagsterRunStatus.STARTED]
+    reached = max(
+        int(entry.user_message.split()[1].split("/")[0])
+        for entry in instance.all_logs(killed.run_id)
+        if entry.user_message.startswith("epoch ")
+    )
+    assert reached >= saved[-1]
+
+    retry = _materialize(defs, resources, instance, keys.checkpoint, DAYS[1])
+    metadata = retry.asset_materializations_for_node(keys.checkpoint.to_python_identifier())[0].metadata
+    resumed = metadata["resumed_from_step"].value
+    assert resumed == saved[-1]
+    assert reached - resumed < EVERY, "more steps redone than one checkpoint interval"
+    assert metadata["steps_run"].value == EPOCHS - resumed
+
+    # The same day trained without interruption, from the same parent model and rows.
+    store = resources["object_store"].create_io_manager(None)
+
+    def stored(day: dt.date):
+        return store.load_input(
+            dg.build_input_context(
+                asset_key=keys.checkpoint,
+                partition_key=day.isoformat(),
+                asset_partitions_def=daily_partitions(spec),
+                instance=instance,
+            )
+        )
+
+    parent_model = stored(DAYS[0])
+    lake = resources["lake"]
+    gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), [DAYS[1]]).rows
+    train, holdout, _ = split_holdout(gold, spec, (DAYS[1], DAYS[1]))
+    trainer = make_trainer(spec.checkpoint.family, spec.target_column, spec.checkpoint.params, spec.checkpoint.seed)
+    uninterrupted = train_day(
+        trainer, TrainingState(model=parent_model.model, step=0), train, DAYS[1], steps=EPOCHS, checkpoint_every=EVERY
+    )
+    resumed_model = stored(DAYS[1])
+    assert np.array_equal(resumed_model.predict(holdout), uninterrupted.model.predict(holdout))
