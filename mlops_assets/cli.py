@@ -1,8 +1,10 @@
-"""The ``mlops`` command: simulate arrivals and run the demo on the active profile."""
+"""The ``mlops`` command: simulate arrivals, run the demo, and move registry aliases on the
+active profile."""
 
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import os
 import subprocess
 import sys
@@ -15,6 +17,8 @@ from mlops_assets.datasets.spec import DatasetSpec, SpecError, load_bundled_spec
 from mlops_assets.demo import reset_state, run_arrivals, summarize
 from mlops_assets.devservices import run_azurite, run_mlflow_server
 from mlops_assets.landing.simulate import SimulationReport, simulate
+from mlops_assets.ml.registry import CHAMPION, PREVIOUS, AliasMove, Registry, RegistryError
+from mlops_assets.ml.tracking import MlflowTracking
 from mlops_assets.profiles import build_profile, build_resources, mlops_home
 
 
@@ -146,6 +150,58 @@ def demo_command(dataset: str, spec_file: str | None, reset: bool, start, **opti
     if failed:
         click.echo(f"\n{len(failed)} day(s) failed: {', '.join(failed)}; see their runs in the Dagster UI.", err=True)
         sys.exit(1)
+
+
+def _registry() -> Registry:
+    tracking: MlflowTracking = build_resources()["mlflow_tracking"]
+    return tracking.registry()
+
+
+def _actor() -> str:
+    return f"{getpass.getuser()} via mlops"
+
+
+def _show_move(spec: DatasetSpec, move: AliasMove) -> None:
+    name = spec.gate.model_name
+    replaced = f" (was v{move.replaced.version}, now @{PREVIOUS})" if move.replaced else ""
+    click.echo(f"{name}@{CHAMPION} -> v{move.champion.version}{replaced}")
+    source = move.champion.tag("asset_key"), move.champion.tag("partition")
+    if all(source):
+        click.echo(f"  trained by {source[0]}@{source[1]}, MLflow run {move.champion.run_id}")
+
+
+reason_option = click.option("--reason", required=True, help="Why the alias moves; recorded on the versions.")
+
+
+@main.command("promote")
+@dataset_option
+@spec_option
+@click.argument("version")
+@reason_option
+def promote_command(dataset: str, spec_file: str | None, version: str, reason: str) -> None:
+    """Make VERSION of the dataset's registered model the champion, by hand (no gate).
+
+    The champion it replaces gets the alias previous."""
+    spec = _spec(dataset, spec_file)
+    try:
+        move = _registry().promote(spec.gate.model_name, version, reason=reason, actor=_actor())
+    except RegistryError as error:
+        raise click.ClickException(str(error)) from error
+    _show_move(spec, move)
+
+
+@main.command("rollback")
+@dataset_option
+@spec_option
+@reason_option
+def rollback_command(dataset: str, spec_file: str | None, reason: str) -> None:
+    """Give the champion alias back to the previous champion."""
+    spec = _spec(dataset, spec_file)
+    try:
+        move = _registry().rollback(spec.gate.model_name, reason=reason, actor=_actor())
+    except RegistryError as error:
+        raise click.ClickException(str(error)) from error
+    _show_move(spec, move)
 
 
 @main.command("dev")

@@ -64,6 +64,7 @@ class Forecaster:
         """The estimator behind a step that picks its features out of gold rows, as served
         from the registry (``rows``: any gold rows, to fit the column selection)."""
         select = ColumnTransformer([("selected", "passthrough", self.features)], remainder="drop")
+        select.set_output(transform="pandas")
         select.fit(rows)
         return Pipeline([("features", select), ("model", self.estimator)])
 
