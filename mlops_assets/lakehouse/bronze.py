@@ -1,7 +1,8 @@
 """Bronze: the raw rows of every landing file of a day, appended to Delta as they arrived."""
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import dagster as dg
 import pandas as pd
@@ -14,13 +15,122 @@ from mlops_assets.datasets.readers import (
     parse_file,
 )
 from mlops_assets.datasets.spec import DatasetSpec
-from mlops_assets.lakehouse.delta import PARTITION_COLUMN, DeltaLake, commit_metadata, written_table_metadata
-from mlops_assets.partitions import daily_partitions, partition_day
+from mlops_assets.lakehouse.delta import (
+    PARTITION_COLUMN,
+    DeltaLake,
+    commit_metadata,
+    day_span,
+    rows_by_day,
+    written_table_metadata,
+)
+from mlops_assets.partitions import daily_partitions, partition_days
 from mlops_assets.policies import TRANSIENT_FAILURES
 from mlops_assets.storage.landing_zone import LandingFile, LandingZone
 
 SOURCE_FILE, SOURCE_ETAG, INGESTED_AT = "_source_file", "_source_etag", "_ingested_at"
 BRONZE_CODE_VERSION = "bronze-1"
+
+
+@dataclass(frozen=True)
+class IngestedFile:
+    """A landing file version whose rows went into bronze, with how many of them had a
+    value that did not parse (kept in ``_rescued``)."""
+
+    file: LandingFile
+    rows: int
+    rescued: int
+
+
+@dataclass
+class Ingestion:
+    """What ingesting the landing files of some event days did to the bronze table.
+
+    ``inserted`` rows went in with one commit (``version``; None when nothing was
+    written); ``rows_by_day`` is what each day holds afterwards. Rejected files are in
+    ``quarantined``, each with its reason and where it was moved.
+    """
+
+    uri: str
+    days: list[dt.date]
+    rows_by_day: dict[dt.date, int]
+    version: int | None = None
+    inserted: int = 0
+    ingested: list[IngestedFile] = field(default_factory=list)
+    quarantined: list[dict] = field(default_factory=list)
+
+    @property
+    def new_files(self) -> int:
+        return len(self.ingested) + len(self.quarantined)
+
+
+def ingest_days(
+    lake: DeltaLake,
+    landing: LandingZone,
+    spec: DatasetSpec,
+    days: Sequence[dt.date],
+    run_id: str,
+    commit: Mapping[str, str],
+) -> Ingestion:
+    """Ingest the landing files of ``days`` that bronze does not hold yet (by path and etag),
+    in one Delta commit carrying ``commit`` as its metadata; move files that cannot be
+    read, or lack a required column, to quarantine with their reason and ``run_id``."""
+    keys = DatasetKeys(spec)
+    days = sorted(set(days))
+    uri = lake.table_uri(*keys.table(keys.bronze))
+    already = lake.read_days(uri, days, columns=[SOURCE_FILE, SOURCE_ETAG, PARTITION_COLUMN]).rows
+    ingestion = Ingestion(uri=uri, days=days, rows_by_day=rows_by_day(already, days))
+    seen = set(already[[SOURCE_FILE, SOURCE_ETAG]].drop_duplicates().itertuples(index=False, name=None))
+    files = [file for day in days for file in landing.list_day(spec, day) if (file.path, file.etag) not in seen]
+    if not files:
+        return ingestion
+    ingested_at = pd.Timestamp.now(tz="UTC")
+    accepted: list[pd.DataFrame] = []
+    rejected: list[tuple[LandingFile, bytes, dict]] = []
+    for file in files:
+        data = landing.read_bytes(file)
+        records = count_records(data, FORMAT_BY_EXTENSION.get(file.extension, "csv"))
+        try:
+            parsed = parse_file(data, file.extension, spec)
+        except RejectedFile as reason:
+            entry = {
+                "path": file.path,
+                "etag": file.etag,
+                "reason": str(reason),
+                "records": records,
+                "event_date": file.event_date.isoformat(),
+                "dagster_run_id": run_id,
+                "quarantined_at": dt.datetime.now(dt.UTC).isoformat(),
+            }
+            rejected.append((file, data, entry))
+            continue
+        accepted.append(
+            parsed.rows.assign(
+                **{
+                    SOURCE_FILE: file.path,
+                    SOURCE_ETAG: file.etag,
+                    INGESTED_AT: ingested_at,
+                    PARTITION_COLUMN: file.event_date,
+                }
+            )
+        )
+        ingestion.ingested.append(IngestedFile(file=file, rows=len(parsed.rows), rescued=parsed.rescued_rows))
+
+    if accepted:
+        rows = pd.concat(accepted, ignore_index=True)
+        ingestion.version, ingestion.inserted = lake.insert_new(
+            uri, days, rows, match_columns=[SOURCE_FILE, SOURCE_ETAG], commit_metadata=commit
+        )
+        if ingestion.inserted == len(rows):
+            added = rows_by_day(rows, days)
+            ingestion.rows_by_day = {day: count + added[day] for day, count in ingestion.rows_by_day.items()}
+        else:
+            # Another run inserted some of these files first: count what the days hold now.
+            after = lake.read_days(uri, days, columns=[PARTITION_COLUMN], version=ingestion.version).rows
+            ingestion.rows_by_day = rows_by_day(after, days)
+    for file, data, entry in rejected:
+        entry["quarantined_to"] = landing.quarantine(file, data, entry)
+        ingestion.quarantined.append(entry)
+    return ingestion
 
 
 def build_bronze_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
@@ -38,6 +148,8 @@ def build_bronze_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         code_version=code_version,
         output_required=False,
         retry_policy=TRANSIENT_FAILURES,
+        # A backfill of many days lists, reads and commits them in one run.
+        backfill_policy=dg.BackfillPolicy.single_run(),
         description=(
             f"Raw rows of every {spec.name} landing file, one append per run, with the file "
             f"({SOURCE_FILE}, {SOURCE_ETAG}) each row came from, when it was ingested, and "
@@ -48,77 +160,42 @@ def build_bronze_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     def bronze(
         context: dg.AssetExecutionContext, landing: LandingZone, lake: DeltaLake
     ) -> Iterator[dg.MaterializeResult]:
-        day = partition_day(context)
-        uri = lake.table_uri(*keys.table(keys.bronze))
-        already = lake.read_days(uri, [day], columns=[SOURCE_FILE, SOURCE_ETAG]).rows
-        ingested = set(already.drop_duplicates().itertuples(index=False, name=None))
-        files = [file for file in landing.list_day(spec, day) if (file.path, file.etag) not in ingested]
-        if not files:
-            context.log.info(f"No new {spec.name} files for {day}: every landing file was already ingested.")
+        days = partition_days(context)
+        ingestion = ingest_days(lake, landing, spec, days, context.run.run_id, commit_metadata(context))
+        if ingestion.new_files == 0:
+            context.log.info(f"No new {spec.name} files for {day_span(days)}: every landing file was already ingested.")
             return
-        ingested_at = pd.Timestamp.now(tz="UTC")
-        accepted: list[tuple[LandingFile, pd.DataFrame, int]] = []
-        quarantined: list[dict] = []
-        for file in files:
-            data = landing.read_bytes(file)
-            records = count_records(data, FORMAT_BY_EXTENSION.get(file.extension, "csv"))
-            try:
-                parsed = parse_file(data, file.extension, spec)
-            except RejectedFile as reason:
-                quarantined.append(
-                    {
-                        "path": file.path,
-                        "etag": file.etag,
-                        "reason": str(reason),
-                        "records": records,
-                        "event_date": day.isoformat(),
-                        "dagster_run_id": context.run.run_id,
-                        "quarantined_at": dt.datetime.now(dt.UTC).isoformat(),
-                        "_file": file,
-                        "_data": data,
-                    }
-                )
-                continue
-            rows = parsed.rows.assign(
-                **{SOURCE_FILE: file.path, SOURCE_ETAG: file.etag, INGESTED_AT: ingested_at, PARTITION_COLUMN: day}
-            )
-            accepted.append((file, rows, parsed.rescued_rows))
-
-        version, inserted = None, 0
-        if accepted:
-            version, inserted = lake.insert_new(
-                uri,
-                day,
-                pd.concat([rows for _, rows, _ in accepted], ignore_index=True),
-                match_columns=[SOURCE_FILE, SOURCE_ETAG],
-                commit_metadata=commit_metadata(context),
-            )
-        for entry in quarantined:
-            file, data = entry.pop("_file"), entry.pop("_data")
-            entry["quarantined_to"] = landing.quarantine(file, data, entry)
+        for entry in ingestion.quarantined:
             context.log.warning(f"Quarantined {entry['path']}: {entry['reason']}")
-        if inserted == 0:
+        if ingestion.inserted == 0:
             # Nothing changed in the table; record what happened without a new materialization,
             # so downstream days are not rebuilt for nothing.
-            context.log_event(
-                dg.AssetObservation(
-                    asset_key=keys.bronze, partition=context.partition_key, metadata=_quarantine_metadata(quarantined)
+            for day in days:
+                context.log_event(
+                    dg.AssetObservation(
+                        asset_key=keys.bronze,
+                        partition=day.isoformat(),
+                        metadata=_quarantine_metadata(
+                            [entry for entry in ingestion.quarantined if entry["event_date"] == day.isoformat()]
+                        ),
+                    )
                 )
-            )
             return
         yield dg.MaterializeResult(
             metadata={
-                **written_table_metadata(uri, version, len(already) + inserted),
-                "rows_added": dg.MetadataValue.int(inserted),
-                "rows_rescued": dg.MetadataValue.int(sum(rescued for _, _, rescued in accepted)),
-                "files_ingested": dg.MetadataValue.int(len(accepted)),
+                **written_table_metadata(
+                    ingestion.uri, ingestion.version, sum(ingestion.rows_by_day.values()), ingestion.rows_by_day
+                ),
+                "rows_added": dg.MetadataValue.int(ingestion.inserted),
+                "rows_rescued": dg.MetadataValue.int(sum(entry.rescued for entry in ingestion.ingested)),
+                "files_ingested": dg.MetadataValue.int(len(ingestion.ingested)),
                 "ingested": dg.MetadataValue.json(
                     [
-                        {"path": file.path, "etag": file.etag, "rows": len(rows), "rescued": rescued}
-                        for file, rows, rescued in accepted
+                        {"path": entry.file.path, "etag": entry.file.etag, "rows": entry.rows, "rescued": entry.rescued}
+                        for entry in ingestion.ingested
                     ]
                 ),
-                **_quarantine_metadata(quarantined),
+                **_quarantine_metadata(ingestion.quarantined),
             }
         )
 

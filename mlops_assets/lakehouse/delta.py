@@ -2,7 +2,8 @@
 
 Every table is partitioned by ``event_date`` (a ``date`` column): the Dagster daily
 partition a row belongs to. Writers either append (bronze, one commit per run) or
-replace one day (silver, gold, serving), so re-running a day never duplicates rows.
+replace whole days (silver, gold, serving), so re-running a day never duplicates rows.
+A run over a range of days (a single-run backfill) writes the range in one commit.
 """
 
 from __future__ import annotations
@@ -93,17 +94,19 @@ class DeltaLake(dg.ConfigurableResource):
     def insert_new(
         self,
         uri: str,
-        day: dt.date,
+        days: Sequence[dt.date],
         rows: pd.DataFrame,
         match_columns: Sequence[str],
         commit_metadata: Mapping[str, str],
     ) -> tuple[int, int]:
-        """Append the rows of ``day`` whose ``match_columns`` values are not in the day yet,
+        """Append the rows of ``days`` whose ``match_columns`` values are not in those days yet,
         merging new columns into the schema; returns (table version, rows inserted).
 
         This is a Delta MERGE, not a blind append: two runs inserting the same rows at
-        once conflict, one commit fails and its retry finds the rows already there.
+        once conflict, one commit fails and its retry finds the rows already there. The
+        MERGE reads only the partitions of ``days``.
         """
+        _check_days(uri, days, rows)
         arrow = to_arrow(rows)
         properties = CommitProperties(custom_metadata=dict(commit_metadata))
         table = self._table(uri)
@@ -121,7 +124,7 @@ class DeltaLake(dg.ConfigurableResource):
         result = (
             table.merge(
                 arrow,
-                predicate=f"{matches} AND t.{PARTITION_COLUMN} = '{day.isoformat()}'",
+                predicate=f"{matches} AND {days_predicate(days, f't.{PARTITION_COLUMN}')}",
                 source_alias="s",
                 target_alias="t",
                 merge_schema=True,
@@ -133,19 +136,24 @@ class DeltaLake(dg.ConfigurableResource):
         return table.version(), int(result["num_target_rows_inserted"])
 
     def replace_day(self, uri: str, day: dt.date, rows: pd.DataFrame, commit_metadata: Mapping[str, str]) -> int:
-        """Replace the rows of one event day in one commit; returns the version of that commit.
+        """Replace the rows of one event day in one commit; returns the version of that commit."""
+        return self.replace_days(uri, [day], rows, commit_metadata)
 
-        New columns are merged into the schema, so a richer feature recipe does not need
-        the table to be rebuilt.
+    def replace_days(
+        self, uri: str, days: Sequence[dt.date], rows: pd.DataFrame, commit_metadata: Mapping[str, str]
+    ) -> int:
+        """Replace the rows of ``days`` in one commit; returns the version of that commit.
+
+        A day of ``days`` without rows in ``rows`` ends up empty. New columns are merged
+        into the schema, so a richer feature recipe does not need the table to be rebuilt.
         """
-        if not rows.empty and set(rows[PARTITION_COLUMN].unique()) != {day}:
-            raise ValueError(f"rows written to the {day} partition of {uri} must all have {PARTITION_COLUMN}={day}")
+        _check_days(uri, days, rows)
         table = self._table(uri)
         write_deltalake(
             uri if table is None else table,
             to_arrow(rows),
             mode="overwrite",
-            predicate=f"{PARTITION_COLUMN} = '{day.isoformat()}'",
+            predicate=days_predicate(days, PARTITION_COLUMN),
             partition_by=[PARTITION_COLUMN],
             schema_mode="merge",
             storage_options=self.storage_options if table is None else None,
@@ -160,6 +168,36 @@ class DeltaLake(dg.ConfigurableResource):
         if table is None:
             raise RuntimeError(f"{uri} is not a Delta table after a successful write")
         return table.version()
+
+
+def days_predicate(days: Sequence[dt.date], column: str) -> str:
+    """A Delta (SQL) predicate true for the rows of ``days``: ``column = 'day'`` for one day,
+    an ``IN`` list for several, so writers touch only those partitions."""
+    unique = sorted(set(days))
+    if not unique:
+        raise ValueError("a predicate over event days needs at least one day")
+    if len(unique) == 1:
+        return f"{column} = '{unique[0].isoformat()}'"
+    literals = ", ".join(f"'{day.isoformat()}'" for day in unique)
+    return f"{column} IN ({literals})"
+
+
+def _check_days(uri: str, days: Sequence[dt.date], rows: pd.DataFrame) -> None:
+    """Refuse rows filed under a day the write does not cover."""
+    if rows.empty:
+        return
+    outside = set(rows[PARTITION_COLUMN].unique()) - set(days)
+    if outside:
+        raise ValueError(
+            f"rows written to {uri} for {day_span(days)} have {PARTITION_COLUMN} outside those days: "
+            f"{', '.join(sorted(str(day) for day in outside))}"
+        )
+
+
+def day_span(days: Sequence[dt.date]) -> str:
+    """``days`` for a message: the day, or ``first...last``."""
+    first, last = min(days), max(days)
+    return str(first) if first == last else f"{first}...{last}"
 
 
 def to_arrow(rows: pd.DataFrame) -> pa.Table:
@@ -180,18 +218,36 @@ def to_arrow(rows: pd.DataFrame) -> pa.Table:
     return table.cast(pa.schema(fields))
 
 
-def written_table_metadata(uri: str, version: int, rows: int) -> dict[str, dg.MetadataValue]:
-    """Where a day was written: table URI, the Delta version of the commit, the day's rows."""
-    return {
+def written_table_metadata(
+    uri: str, version: int, rows: int, rows_by_day: Mapping[dt.date, int] | None = None
+) -> dict[str, dg.MetadataValue]:
+    """Where a run wrote: table URI, the Delta version of its commit, and its rows: the day's,
+    or, for a run over several days, the whole range's with each day's count beside it."""
+    metadata = {
         "table_uri": dg.MetadataValue.path(uri),
         "delta_version": dg.MetadataValue.int(version),
         "dagster/row_count": dg.MetadataValue.int(rows),
     }
+    if rows_by_day is not None and len(rows_by_day) > 1:
+        metadata["rows_by_day"] = dg.MetadataValue.json(
+            {day.isoformat(): int(count) for day, count in sorted(rows_by_day.items())}
+        )
+    return metadata
+
+
+def rows_by_day(rows: pd.DataFrame, days: Sequence[dt.date]) -> dict[dt.date, int]:
+    """How many of ``rows`` each of ``days`` holds, zero for a day without rows."""
+    counts = rows[PARTITION_COLUMN].value_counts() if len(rows) else pd.Series(dtype="int64")
+    return {day: int(counts.get(day, 0)) for day in sorted(set(days))}
 
 
 def commit_metadata(context: dg.AssetExecutionContext, **extra: Any) -> dict[str, str]:
-    """What a Delta commit records of the Dagster run that made it."""
+    """What a Delta commit records of the Dagster run that made it: the run, the asset, and
+    the partition, or the first and last partition of a run over a range."""
     metadata = {"dagster_run_id": context.run.run_id, "dagster_asset_key": context.asset_key.to_user_string()}
     if context.has_partition_key:
         metadata["dagster_partition"] = context.partition_key
+    elif context.has_partition_key_range:
+        key_range = context.partition_key_range
+        metadata["dagster_partition_range"] = f"{key_range.start}...{key_range.end}"
     return {**metadata, **{key: str(value) for key, value in extra.items()}}

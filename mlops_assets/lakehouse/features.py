@@ -10,6 +10,7 @@ a wrong one.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -41,11 +42,29 @@ def feature_columns(spec: DatasetSpec) -> list[str]:
 
 def build_features(silver: pd.DataFrame, day: dt.date, spec: DatasetSpec) -> pd.DataFrame:
     """Gold rows of ``day`` from silver rows of ``day`` and the days before it."""
+    return build_features_for_days(silver, [day], spec)
+
+
+def build_features_for_days(silver: pd.DataFrame, days: Sequence[dt.date], spec: DatasetSpec) -> pd.DataFrame:
+    """Gold rows of ``days`` from silver rows of those days and the days before the first,
+    ordered by day, entity and timestamp.
+
+    Lags and windows are looked up by time and reach back at most the spec's lookback,
+    so each day's features are those :func:`build_features` gives for that day alone (a
+    reading filed under two days counts as the later day's, which a day alone may not see).
+    """
     entity, timestamp, target = spec.entity_column, spec.timestamp_column, spec.target_column
     recipe = spec.features
-    history = silver[[entity, timestamp, target, *recipe.exogenous, PARTITION_COLUMN]].sort_values([entity, timestamp])
-    gold = history[history[PARTITION_COLUMN] == day].reset_index(drop=True)
-    # One value per entity and hour, whichever day it was filed under.
+    history = silver[[entity, timestamp, target, *recipe.exogenous, PARTITION_COLUMN]].sort_values(
+        [entity, timestamp, PARTITION_COLUMN]
+    )
+    gold = (
+        history[history[PARTITION_COLUMN].isin(set(days))]
+        .sort_values([PARTITION_COLUMN, entity, timestamp])
+        .reset_index(drop=True)
+    )
+    # One value per entity and hour, whichever day it was filed under (the latest day, if
+    # it was filed under several).
     observed = history[[entity, timestamp, target]].drop_duplicates([entity, timestamp], keep="last")
     for lag in recipe.lags:
         lagged = observed.assign(**{timestamp: observed[timestamp] + lag})

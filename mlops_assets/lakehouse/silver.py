@@ -1,26 +1,87 @@
 """Silver: the typed, de-duplicated and validated rows of a day."""
 
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
 import dagster as dg
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.lakehouse.bronze import INGESTED_AT, SOURCE_FILE
-from mlops_assets.lakehouse.delta import PARTITION_COLUMN, DeltaLake, commit_metadata, written_table_metadata
+from mlops_assets.lakehouse.delta import (
+    PARTITION_COLUMN,
+    DeltaLake,
+    commit_metadata,
+    rows_by_day,
+    written_table_metadata,
+)
 from mlops_assets.lakehouse.quality import (
+    RuleOutcome,
     apply_rules,
     rule_check_results,
     rule_check_specs,
 )
-from mlops_assets.partitions import daily_partitions, partition_day
+from mlops_assets.partitions import daily_partitions, partition_days
 from mlops_assets.policies import TRANSIENT_FAILURES, on_upstream_update
 
 SILVER_CODE_VERSION = "silver-1"
 
 
+@dataclass(frozen=True)
+class Refinement:
+    """What refining some event days of bronze into silver did.
+
+    Of ``rows_in`` bronze rows, ``duplicates_removed`` were earlier readings of the same
+    entity and timestamp on the same day and ``rows_dropped`` failed a ``drop`` rule; the
+    rest were written to silver in one commit (``version``), ``rows_by_day`` of them per
+    day. ``outcomes`` are the quality rules' results over all the days together.
+    """
+
+    uri: str
+    version: int
+    bronze_version: int
+    rows_in: int
+    duplicates_removed: int
+    rows_dropped: int
+    rows_by_day: dict[dt.date, int]
+    outcomes: list[RuleOutcome]
+
+    @property
+    def rows(self) -> int:
+        return sum(self.rows_by_day.values())
+
+
+def refine_days(lake: DeltaLake, spec: DatasetSpec, days: Sequence[dt.date], commit: Mapping[str, str]) -> Refinement:
+    """Replace the silver rows of ``days`` with their bronze rows, typed, de-duplicated per
+    day (the reading ingested last wins) and filtered by the spec's quality rules, in one
+    Delta commit carrying ``commit`` and the bronze version read as its metadata."""
+    keys = DatasetKeys(spec)
+    days = sorted(set(days))
+    key_columns = [PARTITION_COLUMN, spec.entity_column, spec.timestamp_column]
+    columns = [*spec.columns, SOURCE_FILE, INGESTED_AT, PARTITION_COLUMN]
+    bronze = lake.read_days(lake.table_uri(*keys.table(keys.bronze)), days, columns=columns).require(keys.bronze)
+    rows = bronze.rows.sort_values(INGESTED_AT, kind="stable")
+    unique = rows.drop_duplicates(subset=key_columns, keep="last")
+    ordered = unique.sort_values(key_columns).reset_index(drop=True)
+    kept, outcomes = apply_rules(ordered, spec.quality)
+    uri = lake.table_uri(*keys.table(keys.silver))
+    version = lake.replace_days(uri, days, kept, {**commit, "bronze_version": str(bronze.version)})
+    return Refinement(
+        uri=uri,
+        version=version,
+        bronze_version=bronze.version,
+        rows_in=len(rows),
+        duplicates_removed=len(rows) - len(unique),
+        rows_dropped=len(unique) - len(kept),
+        rows_by_day=rows_by_day(kept, days),
+        outcomes=outcomes,
+    )
+
+
 def build_silver_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     keys = DatasetKeys(spec)
     code_version = spec.code_version(SILVER_CODE_VERSION, "columns", "timestamp_column", "entity_column", "quality")
-    key_columns = [spec.entity_column, spec.timestamp_column]
 
     @dg.asset(
         key=keys.silver,
@@ -32,32 +93,26 @@ def build_silver_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         check_specs=rule_check_specs(spec, keys.silver),
         automation_condition=on_upstream_update(),
         retry_policy=TRANSIENT_FAILURES,
+        # A backfill of many days reads, checks and writes them in one run.
+        backfill_policy=dg.BackfillPolicy.single_run(),
         description=(
             f"One row per {spec.entity_column} and {spec.timestamp_column}, typed as the "
             f"{spec.name} spec declares. Of duplicate readings the one ingested last wins; "
-            "rows failing a `drop` rule are removed. Each quality rule is an asset check; "
-            "`fail` rules are blocking."
+            "rows failing a `drop` rule are removed. Each quality rule is an asset check "
+            "(over all the days of a run); `fail` rules are blocking."
         ),
     )
     def silver(context: dg.AssetExecutionContext, lake: DeltaLake) -> dg.MaterializeResult:
-        day = partition_day(context)
-        columns = [*spec.columns, SOURCE_FILE, INGESTED_AT]
-        bronze = lake.read_days(lake.table_uri(*keys.table(keys.bronze)), [day], columns=columns).require(keys.bronze)
-        rows = bronze.rows.sort_values(INGESTED_AT, kind="stable")
-        unique = rows.drop_duplicates(subset=key_columns, keep="last")
-        ordered = unique.sort_values(key_columns).reset_index(drop=True).assign(**{PARTITION_COLUMN: day})
-        kept, outcomes = apply_rules(ordered, spec.quality)
-        uri = lake.table_uri(*keys.table(keys.silver))
-        version = lake.replace_day(uri, day, kept, commit_metadata(context, bronze_version=bronze.version))
+        refined = refine_days(lake, spec, partition_days(context), commit_metadata(context))
         return dg.MaterializeResult(
             metadata={
-                **written_table_metadata(uri, version, len(kept)),
-                "bronze_version": dg.MetadataValue.int(bronze.version),
-                "rows_in": dg.MetadataValue.int(len(rows)),
-                "duplicates_removed": dg.MetadataValue.int(len(rows) - len(unique)),
-                "rows_dropped": dg.MetadataValue.int(len(unique) - len(kept)),
+                **written_table_metadata(refined.uri, refined.version, refined.rows, refined.rows_by_day),
+                "bronze_version": dg.MetadataValue.int(refined.bronze_version),
+                "rows_in": dg.MetadataValue.int(refined.rows_in),
+                "duplicates_removed": dg.MetadataValue.int(refined.duplicates_removed),
+                "rows_dropped": dg.MetadataValue.int(refined.rows_dropped),
             },
-            check_results=rule_check_results(outcomes),
+            check_results=rule_check_results(refined.outcomes),
         )
 
     return silver

@@ -63,7 +63,9 @@ class Forecaster:
     def serving_pipeline(self, rows: pd.DataFrame) -> Pipeline:
         """The estimator behind a step that picks its features out of gold rows, as served
         from the registry (``rows``: any gold rows, to fit the column selection)."""
-        select = ColumnTransformer([("selected", "passthrough", self.features)], remainder="drop")
+        select = ColumnTransformer(
+            [("selected", "passthrough", self.features)], remainder="drop", verbose_feature_names_out=False
+        )
         select.set_output(transform="pandas")
         select.fit(rows)
         return Pipeline([("features", select), ("model", self.estimator)])
