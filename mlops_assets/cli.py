@@ -146,7 +146,12 @@ def demo_command(dataset: str, spec_file: str | None, reset: bool, start, **opti
     failed = run_arrivals(spec, resources, instance, progress=click.echo)
     click.echo("")
     with dg.build_resources({name: resources[name] for name in ("landing", "lake")}) as ready:
-        click.echo(summarize(spec, {"landing": ready.landing, "lake": ready.lake}, instance).render())
+        summary = summarize(
+            spec,
+            {"landing": ready.landing, "lake": ready.lake, "mlflow_tracking": resources["mlflow_tracking"]},
+            instance,
+        )
+        click.echo(summary.render())
     if failed:
         click.echo(f"\n{len(failed)} day(s) failed: {', '.join(failed)}; see their runs in the Dagster UI.", err=True)
         sys.exit(1)

@@ -16,6 +16,9 @@ from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.definitions import build_definitions, lifecycle_job_name
 from mlops_assets.lakehouse.delta import DeltaLake
+from mlops_assets.ml.gate import GATE_CHECK
+from mlops_assets.ml.registry import CHAMPION, PREVIOUS
+from mlops_assets.ml.retraining import retrain_job_name
 from mlops_assets.storage.landing_zone import LandingZone
 
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -36,6 +39,7 @@ class DemoSummary:
     layers: list[LayerSummary] = field(default_factory=list)
     quarantined: list[dict[str, Any]] = field(default_factory=list)
     models: list[dict[str, Any]] = field(default_factory=list)
+    registry: list[str] = field(default_factory=list)
 
     def render(self) -> str:
         lines = [f"Dataset {self.dataset}", "", f"{'asset':38} {'partitions':>10} {'rows':>10}"]
@@ -60,6 +64,7 @@ class DemoSummary:
                 f"  mean hold-out MAE {statistics.fmean(m['mae'] for m in self.models):.4f}, "
                 f"mean skill vs seasonal naive {statistics.fmean(skills) if skills else math.nan:.3f}"
             )
+        lines += ["", "Registry:", *(f"  {line}" for line in self.registry)]
         return "\n".join(lines)
 
 
@@ -88,20 +93,51 @@ def run_arrivals(
     requests = sorted(result.run_requests, key=lambda request: request.partition_key)
     progress(f"landing sensor: {len(requests)} day(s) with new files")
     job = defs.resolve_job_def(lifecycle_job_name(spec))
+    retrain = defs.resolve_job_def(retrain_job_name(spec))
+    keys = DatasetKeys(spec)
     failed = []
     for index, request in enumerate(requests, start=1):
-        run = job.execute_in_process(
-            partition_key=request.partition_key,
-            instance=instance,
-            tags={**request.tags, "dagster/sensor_name": sensor.name},
-            run_config=QUIET_RUN_CONFIG,
-            raise_on_error=False,
-        )
-        status = "ok" if run.success else "FAILED"
-        if not run.success:
+        runs = [
+            job.execute_in_process(
+                partition_key=request.partition_key,
+                instance=instance,
+                tags={**request.tags, "dagster/sensor_name": sensor.name},
+                run_config=QUIET_RUN_CONFIG,
+                raise_on_error=False,
+            ),
+            # The checkpoint model continues from the day before, so its days run in order.
+            retrain.execute_in_process(
+                partition_key=request.partition_key,
+                instance=instance,
+                asset_selection=[keys.checkpoint, keys.release(keys.checkpoint)],
+                run_config=QUIET_RUN_CONFIG,
+                raise_on_error=False,
+            ),
+        ]
+        statuses = [_status(run) for run in runs]
+        if "FAILED" in statuses:
             failed.append(request.partition_key)
-        progress(f"[{index}/{len(requests)}] {request.partition_key}: run {run.run_id[:8]} {status}")
+        progress(
+            f"[{index}/{len(requests)}] {request.partition_key}: lifecycle {statuses[0]}, checkpoint {statuses[1]}"
+        )
     return failed
+
+
+def _status(run: dg.ExecuteInProcessResult) -> str:
+    """ok, refused (a candidate the quality gate kept out of the registry; its run fails by
+    design) or FAILED."""
+    if run.success:
+        return "ok"
+    errors = [
+        event.event_specific_data.error
+        for event in run.all_events
+        if event.event_type_value == "STEP_FAILURE" and event.event_specific_data.error is not None
+    ]
+    if errors and all(
+        GATE_CHECK in error.message and error.cls_name == "DagsterAssetCheckFailedError" for error in errors
+    ):
+        return "refused by the gate"
+    return "FAILED"
 
 
 def summarize(spec: DatasetSpec, resources: Mapping[str, Any], instance: dg.DagsterInstance) -> DemoSummary:
@@ -111,9 +147,11 @@ def summarize(spec: DatasetSpec, resources: Mapping[str, Any], instance: dg.Dags
     summary = DemoSummary(dataset=spec.name)
     landing_days = {file.event_date for file in landing.list_dataset(spec)}
     summary.layers.append(LayerSummary(keys.landing.to_user_string(), len(landing_days), None))
-    for key in (keys.bronze, keys.silver, keys.gold, keys.forecaster, keys.predictions):
+    tables = (keys.bronze, keys.silver, keys.gold, keys.predictions)
+    layers = (*tables[:3], keys.forecaster, keys.checkpoint, *(keys.release(key) for key in keys.candidates))
+    for key in (*layers, keys.predictions, keys.drift):
         materialized = instance.get_materialized_partitions(key)
-        rows = lake.count_rows(lake.table_uri(*keys.table(key))) if key != keys.forecaster else None
+        rows = lake.count_rows(lake.table_uri(*keys.table(key))) if key in tables else None
         summary.layers.append(LayerSummary(key.to_user_string(), len(materialized), rows))
     summary.quarantined = landing.quarantined(spec)
     records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=keys.forecaster), limit=10_000).records
@@ -123,4 +161,14 @@ def summarize(spec: DatasetSpec, resources: Mapping[str, Any], instance: dg.Dags
         values = {name: value.value for name, value in materialization.metadata.items()}
         latest[materialization.partition] = {"day": materialization.partition, **values}
     summary.models = [latest[day] for day in sorted(latest)]
+    registry = resources["mlflow_tracking"].registry()
+    name = spec.gate.model_name
+    versions = registry.versions(name)
+    summary.registry.append(f"{name}: {len(versions)} version(s) passed the gate")
+    for alias in (CHAMPION, PREVIOUS):
+        holder = registry.alias(name, alias)
+        if holder is not None:
+            summary.registry.append(
+                f"@{alias}: v{holder.version} from {holder.tag('asset_key')}@{holder.tag('partition')}"
+            )
     return summary

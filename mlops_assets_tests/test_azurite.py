@@ -107,6 +107,12 @@ def test_whole_graph_on_azurite_with_an_mlflow_server(tmp_path, azurite, instanc
         assert bronze_rows == report.records
         predictions = lake.read_days(lake.table_uri(*keys.table(keys.predictions)), [TODAY]).rows
         assert len(predictions) > 0 and predictions["prediction"].notna().all()
+        # The registry lives on the MLflow server: yesterday's model, released, scored today.
+        registry = resources["mlflow_tracking"].registry()
+        released = {version.version: version for version in registry.versions(spec.gate.model_name)}
+        (scoring,) = set(predictions["model_version"])
+        assert released[scoring].tag("partition") == YESTERDAY.isoformat()
+        assert registry.champion(spec.gate.model_name) is not None
 
         run_id = (
             instance.fetch_materializations(

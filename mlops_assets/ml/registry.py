@@ -119,8 +119,14 @@ class Registry:
         except MlflowException as error:
             if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
                 raise
+        # A model logged with MLflow 3 is addressed as models:/<model id>; the server wants the id too.
+        logged = model_uri.removeprefix("models:/") if model_uri.startswith("models:/") else None
         version = self.client.create_model_version(
-            name, source=model_uri, run_id=run_id, tags={TAG_PREFIX + key: str(value) for key, value in tags.items()}
+            name,
+            source=model_uri,
+            run_id=run_id,
+            tags={TAG_PREFIX + key: str(value) for key, value in tags.items()},
+            model_id=logged if logged and "/" not in logged else None,
         )
         return self._model(version)
 

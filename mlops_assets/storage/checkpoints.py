@@ -45,7 +45,9 @@ class TrainingCheckpoints:
 
     def save(self, step: int, state: Any) -> str:
         """Store ``state`` as the checkpoint after ``step``; returns its sha256."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.account is None:
+            # Blob names need no folders; a local filesystem does.
+            self.folder.mkdir(parents=True, exist_ok=True)
         payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         return write_sealed(self.folder / f"step-{step:08d}.ckpt", payload, self.account)
 

@@ -1,0 +1,120 @@
+"""checkpoint_overhead: a day of continued training with an intermediate checkpoint every k
+epochs, written through the Blob IO layer to Azurite, against the same training without
+checkpoints.
+
+Both sides run in this process on the same rows, from the same fresh model and seed,
+alternating; the checkpointed side pickles the model, seals it with its sha256 and
+uploads it to a real Azurite (started on free ports, data in a temporary folder) every
+``--every`` epochs. Both must end with the same model.
+
+    python benchmarks/checkpoint_overhead.py [--meters 200] [--epochs 60] [--every 5] [--repeats 3]
+
+Prints, as its last line, a JSON object with the medians and
+ratio = seconds with checkpoints / seconds without (target <= 1.10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from dagster_azure.blob import AzureBlobStorageKeyCredential, AzureBlobStorageResource
+
+from mlops_assets.datasets.spec import load_bundled_specs
+from mlops_assets.devservices import AZURITE_KEY, run_azurite
+from mlops_assets.lakehouse.features import feature_columns
+from mlops_assets.ml.continued import TrainingState, make_trainer, train_day
+from mlops_assets.storage.account import StorageAccount
+from mlops_assets.storage.checkpoints import CheckpointStore
+
+DAY = dt.date(2026, 1, 15)
+
+
+def day_rows(meters: int, columns: list[str], target: str, seed: int = 5) -> pd.DataFrame:
+    """Feature rows shaped like a gold day: ``meters`` x 24 hours, a few missing values."""
+    rng = np.random.default_rng(seed)
+    rows = pd.DataFrame(rng.normal(1.0, 0.4, (meters * 24, len(columns))), columns=columns)
+    rows.loc[rng.random(len(rows)) < 0.02, columns[0]] = np.nan
+    rows[target] = rows[columns].fillna(0).to_numpy() @ rng.uniform(0.1, 0.5, len(columns)) + rng.normal(
+        0, 0.1, len(rows)
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--meters", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--every", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    (spec,) = [spec for spec in load_bundled_specs() if spec.name == "smart_meter"]
+    settings = spec.checkpoint
+    columns = feature_columns(spec)
+    rows = day_rows(args.meters, columns, spec.target_column)
+    trainer = make_trainer(settings.family, spec.target_column, settings.params, settings.seed)
+    fresh = trainer.fresh(columns, rows)
+    with_seconds, without_seconds, written = [], [], 0
+    with tempfile.TemporaryDirectory() as folder, run_azurite(Path(folder) / "azurite") as endpoints:
+        account = StorageAccount(
+            blob=AzureBlobStorageResource(
+                account_url=endpoints.blob_url, credential=AzureBlobStorageKeyCredential(key=AZURITE_KEY)
+            )
+        )
+        store = CheckpointStore(root="az://models/checkpoints", account=account)
+        for repeat in range(args.repeats):
+            started = time.perf_counter()
+            plain = train_day(trainer, TrainingState(copy.deepcopy(fresh), 0), rows, DAY, args.epochs, args.every)
+            without_seconds.append(time.perf_counter() - started)
+
+            with store.training(dg.AssetKey(["models", "bench_checkpoint"]), DAY.isoformat(), f"run{repeat}") as run:
+                started = time.perf_counter()
+                saved = train_day(
+                    trainer,
+                    TrainingState(copy.deepcopy(fresh), 0),
+                    rows,
+                    DAY,
+                    args.epochs,
+                    args.every,
+                    save=lambda state, run=run: run.save(state.step, state.model),
+                )
+                with_seconds.append(time.perf_counter() - started)
+                written = len(saved.checkpoints_written)
+                if run.newest_intact() is None or not np.array_equal(
+                    plain.model.predict(rows), saved.model.predict(rows)
+                ):
+                    raise SystemExit("the checkpointed training did not end with the same model")
+            print(
+                f"[{repeat + 1}/{args.repeats}] without {without_seconds[-1]:.2f} s, "
+                f"with {written} checkpoints {with_seconds[-1]:.2f} s",
+                file=sys.stderr,
+            )
+    with_median, without_median = statistics.median(with_seconds), statistics.median(without_seconds)
+    print(
+        json.dumps(
+            {
+                "benchmark": "checkpoint_overhead",
+                "rows": len(rows),
+                "epochs": args.epochs,
+                "every": args.every,
+                "checkpoints": written,
+                "with_checkpoints_s": round(with_median, 3),
+                "without_s": round(without_median, 3),
+                "ratio": round(with_median / without_median, 3),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
