@@ -18,10 +18,18 @@ def test_demo_runs_end_to_end_and_summarizes(tmp_path: Path, monkeypatch) -> Non
     table = {
         line.split()[0]: line.split()[1:]
         for line in result.output.splitlines()
-        if line.startswith(("landing/", "bronze/", "silver/", "gold/", "models/", "serving/"))
+        if line.startswith(
+            ("landing/", "bronze/", "silver/", "gold/", "models/", "registry/", "serving/", "monitoring/")
+        )
     }
-    assert len(table) == 6
-    assert all(columns[0] == "3" for columns in table.values())
+    every_day = ["landing/smart_meter", "bronze/smart_meter", "silver/smart_meter", "gold/smart_meter_features"]
+    assert all(table[asset][0] == "3" for asset in every_day)
+    assert table["models/smart_meter_forecaster"][0] == "3"
+    assert table["models/smart_meter_checkpoint"][0] == "3"
+    # The first day is scored by no one: its model is released after the day's scoring.
+    assert table["serving/smart_meter_predictions"][0] == "2"
+    assert table["monitoring/smart_meter_drift"][0] == "2"
+    assert "@champion: v" in result.output
     assert "Quarantined files: 1" in result.output
     assert "Models: 3" in result.output
 

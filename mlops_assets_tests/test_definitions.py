@@ -23,13 +23,27 @@ def test_definitions_hold_every_layer_check_sensor_and_job(defs, spec) -> None:
         keys.silver,
         keys.gold,
         keys.forecaster,
+        keys.checkpoint,
+        keys.release(keys.forecaster),
+        keys.release(keys.checkpoint),
         keys.predictions,
+        keys.drift,
+        keys.tuning,
     }
     checks = {check.name for check in graph.asset_check_keys if check.asset_key == keys.silver}
     assert checks == {rule.name for rule in spec.quality}
     blocking = {spec.name for spec in defs.resolve_assets_def(keys.silver).check_specs if spec.blocking}
     assert blocking == {rule.name for rule in spec.quality if rule.action == "fail"}
-    assert {sensor.name for sensor in defs.sensors} == {"smart_meter_landing_sensor", "lakehouse_automation"}
+    assert {sensor.name for sensor in defs.sensors} == {
+        "smart_meter_landing_sensor",
+        "lakehouse_automation",
+        "smart_meter_drift_sensor",
+        "smart_meter_gap_backfill",
+    }
+    assert {schedule.name for schedule in defs.schedules} == {"smart_meter_nightly_retrain"}
+    for candidate in keys.candidates:
+        gates = [check for check in defs.resolve_assets_def(candidate).check_specs if check.blocking]
+        assert [check.name for check in gates] == ["beats_champion"]
     assert defs.resolve_job_def("smart_meter_lifecycle").partitions_def == graph.get(keys.bronze).partitions_def
     assert isinstance(graph.get(keys.gold).automation_condition, dg.AutomationCondition)
 
