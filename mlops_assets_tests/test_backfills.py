@@ -97,7 +97,7 @@ def test_nightly_retraining_picks_yesterday_in_the_dataset_time_zone(tmp_path, s
     # 00:30 local on 2 March is still 1 March in UTC: yesterday is 1 March locally, 28 Feb in UTC.
     tick = dt.datetime(2026, 3, 2, 0, 30, tzinfo=zone)
     assert tick.astimezone(dt.UTC).date() == dt.date(2026, 3, 1)
-    with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+    with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as context:
         (request,) = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == "2026-03-01"
     assert "nightly" in request.tags[REASON_TAG]

@@ -37,12 +37,14 @@ def _materialization(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dg.
 def test_every_layer_has_every_day(lifecycle, resources, instance, spec) -> None:
     keys = DatasetKeys(spec)
     lake = resources["lake"]
-    for key in (keys.bronze, keys.silver, keys.gold, keys.predictions):
+    for key in (keys.bronze, keys.silver, keys.gold):
         assert lake.days(lake.table_uri(*keys.table(key))) == DAYS
-    for key in (keys.bronze, keys.silver, keys.gold, keys.forecaster, keys.predictions):
+    for key in (keys.bronze, keys.silver, keys.gold, keys.forecaster):
         assert instance.get_materialized_partitions(key) == {day.isoformat() for day in DAYS}
-    gold_rows = lake.count_rows(lake.table_uri(*keys.table(keys.gold)))
-    assert lake.count_rows(lake.table_uri(*keys.table(keys.predictions))) == gold_rows
+    # A day is scored by the champion as it is when the day is scored: the first day had none yet.
+    assert lake.days(lake.table_uri(*keys.table(keys.predictions))) == DAYS[1:]
+    scored_gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), DAYS[1:]).rows
+    assert lake.count_rows(lake.table_uri(*keys.table(keys.predictions))) == len(scored_gold)
     silver = lake.read_days(lake.table_uri(*keys.table(keys.silver)), DAYS).rows
     assert not silver.duplicated([spec.entity_column, spec.timestamp_column]).any()
     assert silver[spec.target_column].between(0, 50).all()
@@ -86,7 +88,7 @@ def test_model_metadata_is_the_experiment_record(lifecycle, defs, resources, mlf
     (dataset_input,) = run.inputs.dataset_inputs
     assert f'"delta_table_version": {gold_version}' in dataset_input.dataset.source
     model = mlflow.sklearn.load_model(metadata["model_uri"].value)
-    assert model.get_params()["random_state"] == spec.model.seed
+    assert model.named_steps["model"].get_params()["random_state"] == spec.model.seed
 
 
 def test_model_metrics_are_the_error_on_its_held_out_hours(lifecycle, resources, spec) -> None:
@@ -108,18 +110,20 @@ def test_model_metrics_are_the_error_on_its_held_out_hours(lifecycle, resources,
     assert metadata["skill"].value > 0
 
 
-def test_predictions_name_their_model_and_flag_training_hours(lifecycle, resources, spec) -> None:
+def test_predictions_name_their_model_and_flag_training_hours(lifecycle, resources, mlflow_tracking, spec) -> None:
     keys = DatasetKeys(spec)
     lake = resources["lake"]
     predictions = lake.read_days(lake.table_uri(*keys.table(keys.predictions)), [DAYS[-1]]).rows
-    model_metadata = _materialization(lifecycle[-1], keys.forecaster).metadata
-    holdout_start = pd.Timestamp(model_metadata["holdout_start"].value, unit="s", tz="UTC")
-    assert set(predictions["model"]) == {f"{keys.forecaster.to_user_string()}@{DAYS[-1].isoformat()}"}
-    assert set(predictions["mlflow_run_id"]) == {model_metadata["mlflow_run_id"].value}
-    assert (predictions["in_training"] == (predictions["timestamp"] < holdout_start)).all()
-    assert 0 < (~predictions["in_training"]).sum() < len(predictions)
     day_metadata = _materialization(lifecycle[-1], keys.predictions).metadata
+    version = mlflow_tracking.registry().get(spec.gate.model_name, day_metadata["model_version"].value)
+    # The version that scored the last day was released from an earlier day's forecaster.
+    assert version.tag("asset_key") == keys.forecaster.to_user_string()
+    assert version.tag("partition") < DAYS[-1].isoformat()
+    assert set(predictions["model_version"]) == {version.version}
+    assert set(predictions["mlflow_run_id"]) == {version.run_id}
+    assert (predictions["in_training"] == (predictions["timestamp"] < version.trained_until)).all()
     unseen = predictions[~predictions["in_training"]]
+    assert len(unseen) > 0
     assert day_metadata["out_of_sample_rows"].value == len(unseen)
     assert day_metadata["day_mae"].value == pytest.approx((unseen["kwh"] - unseen["prediction"]).abs().mean())
 
