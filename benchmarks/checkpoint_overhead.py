@@ -5,7 +5,8 @@ checkpoints.
 Both sides run in this process on the same rows, from the same fresh model and seed,
 alternating; the checkpointed side pickles the model, seals it with its sha256 and
 uploads it to a real Azurite (started on free ports, data in a temporary folder) every
-``--every`` epochs. Both must end with the same model.
+``--every`` epochs, and its time ends only when every checkpoint is written. Both must
+end with the same model.
 
     python benchmarks/checkpoint_overhead.py [--meters 200] [--epochs 60] [--every 5] [--repeats 3]
 
@@ -88,6 +89,7 @@ def main() -> None:
                     args.every,
                     save=lambda state, run=run: run.save(state.step, state.model),
                 )
+                run.flush()
                 with_seconds.append(time.perf_counter() - started)
                 written = len(saved.checkpoints_written)
                 if run.newest_intact() is None or not np.array_equal(

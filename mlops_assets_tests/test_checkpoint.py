@@ -24,6 +24,7 @@ from mlops_assets.ml.continued import TrainingState, make_trainer, train_day
 from mlops_assets.ml.trainer import split_holdout
 from mlops_assets.partitions import daily_partitions
 from mlops_assets.profiles import local_resources
+from mlops_assets.storage.checkpoints import CheckpointStore
 from mlops_assets_tests.conftest import QUIET
 
 START = dt.date(2026, 3, 1)
@@ -40,6 +41,7 @@ from mlops_assets.definitions import build_definitions
 from mlops_assets.ml.tracking import MlflowTracking
 from mlops_assets.partitions import daily_partitions
 from mlops_assets.profiles import local_resources
+from mlops_assets.storage.checkpoints import CheckpointStore
 from pathlib import Path
 
 spec_path, home, instance_dir, tracking, day = sys.argv[1:]
@@ -213,3 +215,17 @@ def test_a_killed_training_resumes_from_its_last_checkpoint_and_ends_with_the_sa
     )
     resumed_model = stored(DAYS[1])
     assert np.array_equal(resumed_model.predict(holdout), uninterrupted.model.predict(holdout))
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_for_the_one_before(tmp_path) -> None:
+    store = CheckpointStore(root=(tmp_path / "checkpoints").as_uri())
+    with store.training(dg.AssetKey(["models", "toy"]), "2026-03-01", "abc") as run:
+        digests = {step: run.save(step, {"weights": [step] * 3}) for step in (5, 10, 15)}
+        run.flush()
+        newest = next((tmp_path / "checkpoints").rglob("step-00000015.ckpt"))
+        newest.write_bytes(newest.read_bytes()[:-2] + b"xx")
+        skipped: list[str] = []
+        found = run.newest_intact(skipped)
+    assert found is not None and found.step == 10
+    assert found.state == {"weights": [10] * 3} and found.sha256 == digests[10]
+    assert len(skipped) == 1 and "changed after it was written" in skipped[0]

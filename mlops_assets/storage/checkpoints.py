@@ -9,9 +9,11 @@ next older one used.
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import re
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -36,20 +38,46 @@ class Checkpoint:
     path: str
 
 
-@dataclass(frozen=True)
 class TrainingCheckpoints:
-    """The intermediate checkpoints of one training (one asset partition and fingerprint)."""
+    """The intermediate checkpoints of one training (one asset partition and fingerprint).
 
-    folder: UPath
-    account: StorageAccount | None
+    A checkpoint is pickled and hashed when it is saved, and written by one background
+    thread while training goes on, in the order saved. A process killed during a write
+    leaves no checkpoint for that step (writes are atomic), only the older ones. A failed
+    write fails the next save or :meth:`flush`.
+    """
+
+    def __init__(self, folder: UPath, account: StorageAccount | None) -> None:
+        self.folder = folder
+        self.account = account
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
+        self._pending: list[Future[str]] = []
 
     def save(self, step: int, state: Any) -> str:
         """Store ``state`` as the checkpoint after ``step``; returns its sha256."""
-        if self.account is None:
+        self._raise_failed_writes()
+        if self.account is None and not self._pending:
             # Blob names need no folders; a local filesystem does.
             self.folder.mkdir(parents=True, exist_ok=True)
         payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-        return write_sealed(self.folder / f"step-{step:08d}.ckpt", payload, self.account)
+        path = self.folder / f"step-{step:08d}.ckpt"
+        self._pending.append(self._writer.submit(write_sealed, path, payload, self.account))
+        return hashlib.sha256(payload).hexdigest()
+
+    def flush(self) -> None:
+        """Wait until every saved checkpoint is written; raise the first write error."""
+        pending, self._pending = self._pending, []
+        for write in pending:
+            write.result()
+
+    def close(self) -> None:
+        self.flush()
+        self._writer.shutdown()
+
+    def _raise_failed_writes(self) -> None:
+        for write in [write for write in self._pending if write.done()]:
+            write.result()
+            self._pending.remove(write)
 
     def steps(self) -> list[int]:
         """Steps that have a checkpoint, newest first."""
@@ -73,6 +101,7 @@ class TrainingCheckpoints:
 
     def discard(self) -> None:
         """Delete the checkpoints once the finished model is stored."""
+        self.flush()
         if self.folder.exists():
             self.folder.fs.rm(self.folder.path, recursive=True)
 
@@ -92,4 +121,8 @@ class CheckpointStore(dg.ConfigurableResource):
         """The checkpoints of one training of ``asset_key``'s ``partition``."""
         options = self.account.fsspec_options() if self.account else {}
         folder = UPath(self.root, **options).joinpath(*asset_key.path, partition, fingerprint)
-        yield TrainingCheckpoints(folder=folder, account=self.account)
+        checkpoints = TrainingCheckpoints(folder=folder, account=self.account)
+        try:
+            yield checkpoints
+        finally:
+            checkpoints.close()

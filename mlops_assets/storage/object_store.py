@@ -141,8 +141,13 @@ def _upload_sealed(blob: BlobClient, payload: bytes) -> str:
 
     The payload's blocks are staged in parallel while the sha256 is computed (hashing
     releases the GIL), the header block once the digest is known; committing the block
-    list makes the whole blob visible at once, so no reader sees half an object.
+    list makes the whole blob visible at once, so no reader sees half an object. An object
+    of one block or less goes up in a single Put Blob request, which is atomic too.
     """
+    if len(payload) <= BLOB_BLOCK_BYTES:
+        stored, digest = seal(payload)
+        blob.upload_blob(stored, overwrite=True)
+        return digest
     view = memoryview(payload)
     chunks = [view[start : start + BLOB_BLOCK_BYTES] for start in range(0, len(view), BLOB_BLOCK_BYTES)]
     # Uncommitted blocks belong to the blob, not to the writer: ids unique to this upload keep
