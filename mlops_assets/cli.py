@@ -8,7 +8,6 @@ import getpass
 import os
 import subprocess
 import sys
-import warnings
 
 import click
 import dagster as dg
@@ -24,7 +23,10 @@ from mlops_assets.profiles import build_profile, build_resources, mlops_home
 
 def _spec(dataset: str, spec_file: str | None) -> DatasetSpec:
     if spec_file:
-        return load_spec(spec_file)
+        try:
+            return load_spec(spec_file)
+        except SpecError as error:
+            raise click.ClickException(str(error)) from error
     specs = {spec.name: spec for spec in load_bundled_specs()}
     if dataset not in specs:
         raise click.BadParameter(
@@ -237,17 +239,3 @@ def dev_command(profile: str, arrivals: str | None, port: int) -> None:
             click.echo(f"  export {name}='{environment[name]}'")
         click.echo("  .venv/bin/mlops simulate --start $(date -u +%F) --days 1")
         subprocess.run(command, env=environment, check=False)
-
-
-def run() -> None:
-    # Known, harmless notices that would otherwise repeat once per model trained.
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
-    try:
-        main()
-    except SpecError as error:
-        raise click.ClickException(str(error)) from error
-
-
-if __name__ == "__main__":
-    run()

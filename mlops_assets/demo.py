@@ -21,7 +21,9 @@ from mlops_assets.ml.registry import CHAMPION, PREVIOUS
 from mlops_assets.ml.retraining import retrain_job_name
 from mlops_assets.storage.landing_zone import LandingZone
 
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Failures are summarised per day below (and kept whole in the run history), so the
+# console shows no step logs.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 @dataclass
@@ -115,7 +117,7 @@ def run_arrivals(
             ),
         ]
         statuses = [_status(run) for run in runs]
-        if "FAILED" in statuses:
+        if any(status.startswith("FAILED") for status in statuses):
             failed.append(request.partition_key)
         progress(
             f"[{index}/{len(requests)}] {request.partition_key}: lifecycle {statuses[0]}, checkpoint {statuses[1]}"
@@ -124,20 +126,29 @@ def run_arrivals(
 
 
 def _status(run: dg.ExecuteInProcessResult) -> str:
-    """ok, refused (a candidate the quality gate kept out of the registry; its run fails by
-    design) or FAILED."""
+    """ok; refused by the gate (a candidate kept out of the registry: its run fails by design),
+    with the gate's decision; or FAILED with the first failing step and its error."""
     if run.success:
         return "ok"
-    errors = [
-        event.event_specific_data.error
+    failures = [
+        (event.step_key, event.event_specific_data.error)
         for event in run.all_events
         if event.event_type_value == "STEP_FAILURE" and event.event_specific_data.error is not None
     ]
-    if errors and all(
-        GATE_CHECK in error.message and error.cls_name == "DagsterAssetCheckFailedError" for error in errors
-    ):
-        return "refused by the gate"
-    return "FAILED"
+    refused = [
+        event.event_specific_data
+        for event in run.all_events
+        if event.event_type_value == "ASSET_CHECK_EVALUATION"
+        and event.event_specific_data.check_name == GATE_CHECK
+        and not event.event_specific_data.passed
+    ]
+    if failures and all(error.cls_name == "DagsterAssetCheckFailedError" for _, error in failures) and refused:
+        decision = refused[0].metadata.get("decision")
+        return f"refused by the gate ({decision.value})" if decision is not None else "refused by the gate"
+    if not failures:
+        return f"FAILED (run {run.run_id[:8]})"
+    step, error = failures[0]
+    return f"FAILED in {step}: {error.message.strip().splitlines()[0]}"
 
 
 def summarize(spec: DatasetSpec, resources: Mapping[str, Any], instance: dg.DagsterInstance) -> DemoSummary:

@@ -20,8 +20,8 @@ from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import bundled_spec_paths, load_spec
 from mlops_assets.definitions import build_definitions
 from mlops_assets.landing.simulate import simulate
+from mlops_assets.ml.checkpoint import day_rows
 from mlops_assets.ml.continued import TrainingState, make_trainer, train_day
-from mlops_assets.ml.trainer import split_holdout
 from mlops_assets.partitions import daily_partitions
 from mlops_assets.profiles import local_resources
 from mlops_assets.storage.checkpoints import CheckpointStore
@@ -128,6 +128,11 @@ def test_day_after_day_continues_from_the_day_before(tmp_path, spec, mlflow_trac
     assert metadata["parent_sha256"].value == first.metadata["sha256"].value
     assert first_record is not None and first.metadata["parent_checkpoint"].value == "fresh"
     assert metadata["steps_run"].value == spec.checkpoint.epochs_per_day
+    # Day 2 trains on the hours day 1 held out, then on its own hours before its hold-out.
+    lake = resources["lake"]
+    second_day = lake.read_days(lake.table_uri(*keys.table(keys.gold)), [DAYS[1]]).rows
+    own_hours = second_day[spec.target_column].notna().sum() - metadata["holdout_rows"].value
+    assert metadata["train_rows"].value == first.metadata["holdout_rows"].value + own_hours
     # Intermediate checkpoints are gone once the day's model is stored.
     assert not list((tmp_path / "mlops" / "checkpoints").rglob("*.ckpt"))
 
@@ -207,8 +212,8 @@ def test_a_killed_training_resumes_from_its_last_checkpoint_and_ends_with_the_sa
 
     parent_model = stored(DAYS[0])
     lake = resources["lake"]
-    gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), [DAYS[1]]).rows
-    train, holdout, _ = split_holdout(gold, spec, (DAYS[1], DAYS[1]))
+    gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), DAYS).rows
+    train, holdout, _ = day_rows(gold, spec, DAYS[1], parent_model.holdout_start)
     trainer = make_trainer(spec.checkpoint.family, spec.target_column, spec.checkpoint.params, spec.checkpoint.seed)
     uninterrupted = train_day(
         trainer, TrainingState(model=parent_model.model, step=0), train, DAYS[1], steps=EPOCHS, checkpoint_every=EVERY

@@ -21,7 +21,7 @@ import pandas as pd
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import CheckpointSpec, DatasetSpec
-from mlops_assets.lakehouse.delta import DeltaLake
+from mlops_assets.lakehouse.delta import PARTITION_COLUMN, DeltaLake
 from mlops_assets.lakehouse.features import feature_columns
 from mlops_assets.ml import gate
 from mlops_assets.ml.continued import TrainingState, make_trainer, train_day
@@ -83,8 +83,8 @@ def build_checkpoint_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         description=(
             f"A {settings.family} network that continues training each day from the day before: "
             f"{settings.epochs_per_day} epochs over the day's gold hours (the latest "
-            f"{spec.model.holdout_fraction:.0%} held out), with a resumable checkpoint every "
-            f"{settings.checkpoint_every} epochs. The first day starts from a fresh network."
+            f"{spec.model.holdout_fraction:.0%} held out, and trained on the next day), with a resumable "
+            f"checkpoint every {settings.checkpoint_every} epochs. The first day starts from a fresh network."
         ),
     )
     def checkpoint(
@@ -96,10 +96,11 @@ def build_checkpoint_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         day = partition_day(context)
         parent = _parent_record(context, keys.checkpoint, day, previous)
-        gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), [day]).require(keys.gold)
-        if gold.rows.dropna(subset=[spec.target_column]).empty:
-            raise NotEnoughData(f"no gold rows with {spec.target_column} on {day}: nothing to continue training on")
-        train, holdout, holdout_start = split_holdout(gold.rows, spec, (day, day))
+        days = [day] if previous is None else [day - dt.timedelta(days=1), day]
+        gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), days).require(keys.gold)
+        train, holdout, holdout_start = day_rows(
+            gold.rows, spec, day, previous.holdout_start if previous is not None else None
+        )
         trainer = make_trainer(settings.family, spec.target_column, settings.params, settings.seed)
         if previous is None:
             features = [column for column in feature_columns(spec) if train[column].notna().any()]
@@ -148,7 +149,7 @@ def build_checkpoint_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             )
             metrics = forecast_metrics(holdout, model.predict(holdout), spec)
             params = {"family": settings.family, **settings.params, "epochs_per_day": settings.epochs_per_day}
-            inputs = [{"uri": gold.uri, "version": gold.version, "days": [day.isoformat(), day.isoformat()]}]
+            inputs = [{"uri": gold.uri, "version": gold.version, "days": [days[0].isoformat(), day.isoformat()]}]
             commit = git_commit()
             with mlflow_tracking.start_run(
                 context,
@@ -169,7 +170,7 @@ def build_checkpoint_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
                 train_rows=len(train),
                 holdout_rows=len(holdout),
                 holdout_start=holdout_start,
-                window=f"{day.isoformat()}..{day.isoformat()}",
+                window=f"{days[0].isoformat()}..{day.isoformat()}",
                 inputs=inputs,
                 code_version=code_version,
                 commit=commit,
@@ -201,6 +202,27 @@ def build_checkpoint_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             store.discard()
 
     return checkpoint
+
+
+def day_rows(
+    gold: pd.DataFrame, spec: DatasetSpec, day: dt.date, held_out_since: pd.Timestamp | None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
+    """A day's (training rows, held-out rows, first held-out hour) from gold rows of the day and
+    the day before.
+
+    The latest hours of the day are held out; the hours the day before held out (from
+    ``held_out_since``, None on the first day) are trained on today, so every hour is
+    learned from once, a day late, and none is held out for ever.
+    """
+    today = gold[gold[PARTITION_COLUMN] == day]
+    if today.dropna(subset=[spec.target_column]).empty:
+        raise NotEnoughData(f"no gold rows with {spec.target_column} on {day}: nothing to continue training on")
+    fresh_hours, holdout, holdout_start = split_holdout(today, spec, (day, day))
+    if held_out_since is None:
+        return fresh_hours, holdout, holdout_start
+    earlier = gold[(gold[PARTITION_COLUMN] != day) & (gold[spec.timestamp_column] >= held_out_since)]
+    earlier = earlier.dropna(subset=[spec.target_column])
+    return pd.concat([earlier, fresh_hours], ignore_index=True), holdout, holdout_start
 
 
 def _parent_record(
