@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import os
+import signal
 import subprocess
 import sys
 
@@ -211,6 +212,27 @@ def rollback_command(dataset: str, spec_file: str | None, reason: str) -> None:
     _show_move(spec, move)
 
 
+def supervise(command: list[str], env: dict[str, str]) -> int:
+    """Run ``command`` as a child until it ends, passing SIGTERM and SIGHUP on to it, so it
+    never outlives the services this process started for it (Ctrl-C reaches the whole
+    process group by itself). Returns the child's exit code."""
+    child = subprocess.Popen(command, env=env)
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    previous = {number: signal.signal(number, forward) for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                continue
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 @main.command("dev")
 @click.option("--profile", type=click.Choice(["local", "azurite"]), default="local", show_default=True)
 @click.option(
@@ -222,7 +244,7 @@ def dev_command(profile: str, arrivals: str | None, port: int) -> None:
     server first (state under MLOPS_HOME) and stop them afterwards."""
     command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)]
     if profile == "local":
-        subprocess.run(command, env={**os.environ, "MLOPS_PROFILE": "local"}, check=False)
+        supervise(command, env={**os.environ, "MLOPS_PROFILE": "local"})
         return
     home = mlops_home()
     with run_azurite(home / "azurite") as azurite, run_mlflow_server(home / "mlflow-server", azurite) as tracking:
@@ -238,4 +260,4 @@ def dev_command(profile: str, arrivals: str | None, port: int) -> None:
         for name in ("MLOPS_PROFILE", "MLOPS_ARRIVALS", "MLFLOW_TRACKING_URI", *azurite.environment()):
             click.echo(f"  export {name}='{environment[name]}'")
         click.echo("  .venv/bin/mlops simulate --start $(date -u +%F) --days 1")
-        subprocess.run(command, env=environment, check=False)
+        supervise(command, env=environment)

@@ -1,7 +1,7 @@
 """The ``mlops`` console script.
 
 Importing the definitions builds them, and building them emits Dagster's notices about
-beta parameters this project relies on; the filters are set before that import, so the
+beta and preview features this project relies on; the filters are set before that import, so the
 command's output holds only what it has to say.
 """
 
@@ -12,7 +12,7 @@ import warnings
 
 
 def run() -> None:
-    warnings.filterwarnings("ignore", message=r".* is currently in beta")
+    warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")
     warnings.filterwarnings("ignore", message="Asset job .* materializes assets with varying BackfillPolicies")
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
     # MLflow announces every schema check of its SQLite store at INFO.

@@ -3,8 +3,14 @@ refusals for bad arguments."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from mlops_assets.cli import main
@@ -46,3 +52,26 @@ def test_unknown_dataset_is_refused(tmp_path: Path, monkeypatch) -> None:
     result = CliRunner().invoke(main, ["simulate", "--dataset", "weather"])
     assert result.exit_code == 2
     assert "unknown dataset 'weather'; bundled: smart_meter" in result.output
+
+
+SUPERVISOR = """
+import os, sys
+from mlops_assets.cli import supervise
+child = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"
+sys.exit(supervise([sys.executable, "-c", child, sys.argv[1]], env=dict(os.environ)))
+"""
+
+
+def test_a_terminated_supervisor_takes_its_child_with_it(tmp_path: Path) -> None:
+    """`mlops dev` runs `dagster dev` as a child; a SIGTERM to `mlops dev` alone must stop the
+    child too, before the services started for it go away."""
+    marker = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", SUPERVISOR, str(marker)])
+    deadline = time.monotonic() + 60
+    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(marker.read_text())
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=30) != 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)

@@ -206,3 +206,18 @@ def test_automation_holds_back_a_day_whose_blocking_check_failed(defs, resources
     after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=initial.cursor)
     assert after.get_requested_partitions(keys.gold) == set()
     assert after.total_requested == 0
+
+
+def test_a_later_day_passing_its_checks_does_not_release_a_failed_day(defs, resources, instance, spec) -> None:
+    """Quality checks are per day: a blocking failure on one day holds back that day only."""
+    keys = DatasetKeys(spec)
+    later = START + dt.timedelta(days=1)
+    initial = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    _drop_rows_without_meter(resources, spec, START)
+    materialize_day(defs, resources, instance, [keys.bronze, keys.silver], START, raise_on_error=False)
+    simulate(resources["landing"], spec, later, days=1, meters=2, meters_per_file=2, dirty_share=0)
+    assert materialize_day(defs, resources, instance, [keys.bronze, keys.silver], later).success
+
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=initial.cursor)
+    assert START.isoformat() not in after.get_requested_partitions(keys.gold)
+    assert later.isoformat() in after.get_requested_partitions(keys.gold)

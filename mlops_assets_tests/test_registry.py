@@ -120,3 +120,26 @@ def test_no_champion_means_no_predictions_yet(tmp_path, spec, instance, mlflow_t
     assert result.success
     assert not result.asset_materializations_for_node(keys.predictions.to_python_identifier())
     assert instance.get_materialized_partitions(keys.gold) == {START.isoformat()}
+
+
+def test_automation_releases_a_day_only_when_that_day_passed_the_gate(home, spec, instance) -> None:
+    """The gate is a per-day check: a later day passing does not release a refused day."""
+    resources = local_resources(home)
+    keys = DatasetKeys(spec)
+    defs = build_definitions([spec], resources)
+    weak = dataclasses.replace(spec, model=dataclasses.replace(spec.model, params={"max_iter": 1}))
+    weak_defs = build_definitions([weak], resources)
+    days = [START + dt.timedelta(days=offset) for offset in range(4)]
+    simulate(resources["landing"], spec, START, days=len(days), meters=8, meters_per_file=4)
+    for day in days:
+        _run(defs, resources, instance, [keys.bronze, keys.silver, keys.gold], day)
+    initial = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert _run(defs, resources, instance, [keys.forecaster, keys.release(keys.forecaster)], days[1]).success
+
+    refused = _run(weak_defs, resources, instance, [keys.forecaster], days[2])
+    assert not _gate(refused).passed
+    passed = _run(defs, resources, instance, [keys.forecaster], days[3])
+    assert _gate(passed).passed
+
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=initial.cursor)
+    assert after.get_requested_partitions(keys.release(keys.forecaster)) == {days[3].isoformat()}

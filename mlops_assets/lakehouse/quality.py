@@ -13,6 +13,7 @@ import dagster as dg
 import pandas as pd
 
 from mlops_assets.datasets.spec import DatasetSpec, QualityRule
+from mlops_assets.partitions import daily_partitions
 
 SAMPLE_SIZE = 5
 
@@ -49,13 +50,15 @@ def apply_rules(rows: pd.DataFrame, rules: Sequence[QualityRule]) -> tuple[pd.Da
 
 
 def rule_check_specs(spec: DatasetSpec, asset_key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
-    """One asset check per rule; rules whose action is ``fail`` block downstream assets."""
+    """One asset check per rule, evaluated per day; rules whose action is ``fail`` block
+    downstream assets of that day."""
     return [
         dg.AssetCheckSpec(
             name=rule.name,
             asset=asset_key,
             description=f"[{rule.action}] {rule.expr}",
             blocking=rule.action == "fail",
+            partitions_def=daily_partitions(spec),
         )
         for rule in spec.quality
     ]

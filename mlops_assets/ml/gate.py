@@ -24,6 +24,7 @@ from mlops_assets.datasets.spec import HIGHER_IS_BETTER, DatasetSpec
 from mlops_assets.lakehouse.delta import DeltaLake
 from mlops_assets.ml.registry import RegisteredModel, Registry
 from mlops_assets.ml.trainer import forecast_metrics
+from mlops_assets.partitions import daily_partitions
 
 GATE_CHECK = "beats_champion"
 
@@ -91,6 +92,7 @@ def gate_check_spec(spec: DatasetSpec, candidate: dg.AssetKey) -> dg.AssetCheckS
         GATE_CHECK,
         asset=candidate,
         blocking=True,
+        partitions_def=daily_partitions(spec),
         description=(
             f"The model may replace the champion of {gate.model_name}: its {gate.metric} on the common "
             f"hold-out is at most {gate.margin:.0%} worse than the champion's"
