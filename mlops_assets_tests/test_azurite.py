@@ -137,6 +137,14 @@ def test_polling_lists_only_the_candidate_prefixes(tmp_path, azurite, blob_profi
     log = tmp_path / "azurite-requests.log"
     before = log.stat().st_size
     result = tick(defs, "smart_meter_landing_sensor", instance, blob_profile)
+    # Azurite writes its request log asynchronously but in order: once a listing made after
+    # the tick is in the log, every request of the tick is too.
+    sentinel = "sentinel-after-tick/"
+    landing = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("landing")
+    list(landing.list_blobs(name_starts_with=sentinel))
+    deadline = time.monotonic() + 10
+    while sentinel not in log.read_text()[before:] and time.monotonic() < deadline:
+        time.sleep(0.05)
 
     with log.open() as handle:
         handle.seek(before)
@@ -145,6 +153,8 @@ def test_polling_lists_only_the_candidate_prefixes(tmp_path, azurite, blob_profi
             for line in handle
             if "RequestURL=" in line and "comp=list" in line
         }
+    assert sentinel in listed, "the request log never caught up"
+    listed -= {sentinel}
     days = [YESTERDAY, TODAY]
     assert listed == {f"smart_meter/{day:%Y/%m/%d}/" for day in days}
     assert [request.partition_key for request in result.run_requests] == [day.isoformat() for day in days]
