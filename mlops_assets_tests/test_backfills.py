@@ -16,19 +16,7 @@ from mlops_assets.lakehouse.delta import DeltaLake
 from mlops_assets.landing.simulate import simulate
 from mlops_assets.ml.retraining import REASON_TAG, retrain_job_name
 from mlops_assets.profiles import local_resources
-from mlops_assets_tests.conftest import QUIET
-
-
-def _run(defs, resources, instance, keys, day, raise_on_error=True) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        list(defs.assets),
-        selection=keys,
-        partition_key=day.isoformat(),
-        instance=instance,
-        resources=resources,
-        run_config=QUIET,
-        raise_on_error=raise_on_error,
-    )
+from mlops_assets_tests.conftest import materialize_day
 
 
 def test_scheduled_backfill_launches_one_backfill_of_missing_and_failed_days(
@@ -42,14 +30,14 @@ def test_scheduled_backfill_launches_one_backfill_of_missing_and_failed_days(
     simulate(resources["landing"], spec, complete, days=3, meters=6, meters_per_file=3)
     everything = [keys.bronze, keys.silver, keys.gold, keys.forecaster, keys.release(keys.forecaster)]
 
-    _run(defs, resources, instance, everything, complete)
-    _run(defs, resources, instance, [keys.predictions, keys.drift], complete)
+    materialize_day(defs, resources, instance, everything, complete)
+    materialize_day(defs, resources, instance, [keys.predictions, keys.drift], complete)
     # Bronze only, then a forecaster that fails: its lake is unreachable.
-    _run(defs, resources, instance, [keys.bronze], failed)
+    materialize_day(defs, resources, instance, [keys.bronze], failed)
     unreachable = {**resources, "lake": DeltaLake(root=str(tmp_path / "unmounted"))}
-    broken = _run(defs, unreachable, instance, [keys.forecaster], failed, raise_on_error=False)
+    broken = materialize_day(defs, unreachable, instance, [keys.forecaster], failed, raise_on_error=False)
     assert not broken.success
-    _run(defs, resources, instance, [keys.bronze, keys.silver, keys.gold], partial)
+    materialize_day(defs, resources, instance, [keys.bronze, keys.silver, keys.gold], partial)
 
     days = [today - dt.timedelta(days=back) for back in range(spec.schedules.backfill_days, 0, -1)]
     gaps = find_gaps(instance, spec, days)
@@ -83,8 +71,8 @@ def test_scheduled_backfill_launches_one_backfill_of_missing_and_failed_days(
 
     # The backfill heals: running what it requested leaves no gap.
     for day in (failed, partial):
-        _run(defs, resources, instance, [keys.silver, keys.gold, keys.forecaster], day)
-        _run(defs, resources, instance, [keys.predictions, keys.drift], day)
+        materialize_day(defs, resources, instance, [keys.silver, keys.gold, keys.forecaster], day)
+        materialize_day(defs, resources, instance, [keys.predictions, keys.drift], day)
     assert find_gaps(instance, spec, days) == {}
 
 

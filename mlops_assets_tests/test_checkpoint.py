@@ -25,7 +25,7 @@ from mlops_assets.ml.continued import TrainingState, make_trainer, train_day
 from mlops_assets.partitions import daily_partitions
 from mlops_assets.profiles import local_resources
 from mlops_assets.storage.checkpoints import CheckpointStore
-from mlops_assets_tests.conftest import QUIET
+from mlops_assets_tests.conftest import materialize_day
 
 START = dt.date(2026, 3, 1)
 DAYS = [START, START + dt.timedelta(days=1)]
@@ -76,15 +76,7 @@ def persistent_instance(tmp_path: Path):
 def _materialize(defs, resources, instance, key, day) -> dg.ExecuteInProcessResult:
     """Materialize one day of ``key``; a candidate the gate refuses is still materialized (only
     its release is blocked), so the run's outcome is not what these tests look at."""
-    result = dg.materialize(
-        list(defs.assets),
-        selection=[key],
-        partition_key=day.isoformat(),
-        instance=instance,
-        resources=resources,
-        run_config=QUIET,
-        raise_on_error=False,
-    )
+    result = materialize_day(defs, resources, instance, [key], day, raise_on_error=False)
     assert result.asset_materializations_for_node(key.to_python_identifier()), f"{key} was not materialized"
     return result
 
@@ -100,14 +92,8 @@ def test_day_after_day_continues_from_the_day_before(tmp_path, spec, mlflow_trac
     _materialize(defs, resources, instance, keys.checkpoint, DAYS[0])
 
     # Day 3 cannot skip day 2: days train in order.
-    gap = dg.materialize(
-        list(defs.assets),
-        selection=[keys.checkpoint],
-        partition_key=(START + dt.timedelta(days=2)).isoformat(),
-        instance=instance,
-        resources=resources,
-        run_config=QUIET,
-        raise_on_error=False,
+    gap = materialize_day(
+        defs, resources, instance, [keys.checkpoint], START + dt.timedelta(days=2), raise_on_error=False
     )
     assert not gap.success
     (failure,) = [event for event in gap.all_events if event.event_type_value == "STEP_FAILURE"]
@@ -115,7 +101,6 @@ def test_day_after_day_continues_from_the_day_before(tmp_path, spec, mlflow_trac
 
     second = _materialize(defs, resources, instance, keys.checkpoint, DAYS[1])
     metadata = second.asset_materializations_for_node(keys.checkpoint.to_python_identifier())[0].metadata
-    first_record = instance.get_latest_materialization_event(keys.checkpoint)
     assert metadata["parent_checkpoint"].value == DAYS[0].isoformat()
     assert metadata["days_trained"].value == 2
     first = (
@@ -126,7 +111,7 @@ def test_day_after_day_continues_from_the_day_before(tmp_path, spec, mlflow_trac
         .asset_materialization
     )
     assert metadata["parent_sha256"].value == first.metadata["sha256"].value
-    assert first_record is not None and first.metadata["parent_checkpoint"].value == "fresh"
+    assert first.metadata["parent_checkpoint"].value == "fresh"
     assert metadata["steps_run"].value == spec.checkpoint.epochs_per_day
     # Day 2 trains on the hours day 1 held out, then on its own hours before its hold-out.
     lake = resources["lake"]

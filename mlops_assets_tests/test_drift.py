@@ -15,7 +15,7 @@ from mlops_assets.landing.simulate import simulate
 from mlops_assets.ml.retraining import REASON_TAG, TRIGGER_TAG, retrain_job_name
 from mlops_assets.monitoring.drift import ks, psi
 from mlops_assets.profiles import local_resources
-from mlops_assets_tests.conftest import QUIET
+from mlops_assets_tests.conftest import materialize_day
 
 START = dt.date(2026, 4, 6)
 NORMAL = [START + dt.timedelta(days=offset) for offset in range(8)]
@@ -29,17 +29,6 @@ def test_psi_and_ks_are_zero_for_the_same_sample_and_grow_with_a_shift() -> None
     small, large = rng.normal(0.1, 1, 5000), rng.normal(1.5, 1, 5000)
     assert psi(reference, small, 10) < 0.1 < psi(reference, large, 10)
     assert ks(reference, small) < ks(reference, large)
-
-
-def _run(defs, resources, instance, keys, day) -> None:
-    dg.materialize(
-        list(defs.assets),
-        selection=keys,
-        partition_key=day.isoformat(),
-        instance=instance,
-        resources=resources,
-        run_config=QUIET,
-    )
 
 
 def _write_drifted_day(resources, spec, template: pd.DataFrame, day: dt.date) -> None:
@@ -59,14 +48,14 @@ def test_drift_sensor_requests_retraining_for_the_drifted_day_only(tmp_path, spe
     defs = build_definitions([spec], resources)
     simulate(resources["landing"], spec, START, days=len(NORMAL), meters=8, meters_per_file=4, dirty_share=0)
     for day in NORMAL:
-        _run(defs, resources, instance, [keys.bronze, keys.silver, keys.gold], day)
-    _run(defs, resources, instance, [keys.forecaster, keys.release(keys.forecaster)], NORMAL[-2])
+        materialize_day(defs, resources, instance, [keys.bronze, keys.silver, keys.gold], day)
+    materialize_day(defs, resources, instance, [keys.forecaster, keys.release(keys.forecaster)], NORMAL[-2])
     lake = resources["lake"]
     template = lake.read_days(lake.table_uri(*keys.table(keys.silver)), [NORMAL[-1]]).rows
     _write_drifted_day(resources, spec, template, DRIFTED)
-    _run(defs, resources, instance, [keys.bronze, keys.silver, keys.gold], DRIFTED)
+    materialize_day(defs, resources, instance, [keys.bronze, keys.silver, keys.gold], DRIFTED)
     for day in (NORMAL[-1], DRIFTED):
-        _run(defs, resources, instance, [keys.predictions, keys.drift], day)
+        materialize_day(defs, resources, instance, [keys.predictions, keys.drift], day)
 
     reports = {
         record.asset_materialization.partition: record.asset_materialization.metadata

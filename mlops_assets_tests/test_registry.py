@@ -18,22 +18,23 @@ from mlops_assets.landing.simulate import simulate
 from mlops_assets.ml.gate import GATE_CHECK
 from mlops_assets.ml.registry import PREVIOUS
 from mlops_assets.profiles import local_resources
-from mlops_assets_tests.conftest import QUIET
+from mlops_assets_tests.conftest import materialize_day
 
 START = dt.date(2026, 2, 2)
 DAYS = [START + dt.timedelta(days=offset) for offset in range(3)]
 
 
-def _run(defs, resources, instance, keys, day) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        list(defs.assets),
-        selection=keys,
-        partition_key=day.isoformat(),
-        instance=instance,
-        resources=resources,
-        run_config=QUIET,
-        raise_on_error=False,
-    )
+def _gold_days(home, spec, instance, days) -> tuple[dict, dg.Definitions, dg.Definitions]:
+    """Local-profile resources with gold built for ``days``, the definitions of the spec, and
+    those of a spec whose model cannot learn (one boosting round barely moves from the mean)."""
+    resources = local_resources(home)
+    keys = DatasetKeys(spec)
+    weak = dataclasses.replace(spec, model=dataclasses.replace(spec.model, params={"max_iter": 1}))
+    defs, weak_defs = build_definitions([spec], resources), build_definitions([weak], resources)
+    simulate(resources["landing"], spec, days[0], days=len(days), meters=8, meters_per_file=4)
+    for day in days:
+        materialize_day(defs, resources, instance, [keys.bronze, keys.silver, keys.gold], day)
+    return resources, defs, weak_defs
 
 
 def _gate(result: dg.ExecuteInProcessResult):
@@ -55,26 +56,19 @@ def home(tmp_path, monkeypatch):
 
 
 def test_worse_candidate_is_blocked_better_is_promoted_and_rollback_restores(home, spec, instance) -> None:
-    resources = local_resources(home)
+    resources, defs, weak_defs = _gold_days(home, spec, instance, DAYS)
     keys = DatasetKeys(spec)
-    defs = build_definitions([spec], resources)
-    # A model that cannot learn: one boosting round barely moves from the mean.
-    weak = dataclasses.replace(spec, model=dataclasses.replace(spec.model, params={"max_iter": 1}))
-    weak_defs = build_definitions([weak], resources)
-    simulate(resources["landing"], spec, START, days=len(DAYS), meters=8, meters_per_file=4)
-    for day in DAYS:
-        _run(defs, resources, instance, [keys.bronze, keys.silver, keys.gold], day)
     registry = resources["mlflow_tracking"].registry()
     name = spec.gate.model_name
     candidate_and_release = [keys.forecaster, keys.release(keys.forecaster)]
 
-    first = _run(defs, resources, instance, candidate_and_release, DAYS[1])
+    first = materialize_day(defs, resources, instance, candidate_and_release, DAYS[1])
     assert first.success and _gate(first).passed
     champion = registry.champion(name)
     assert champion is not None and champion.tag("partition") == DAYS[1].isoformat()
     assert registry.alias(name, PREVIOUS) is None
 
-    worse = _run(weak_defs, resources, instance, candidate_and_release, DAYS[2])
+    worse = materialize_day(weak_defs, resources, instance, candidate_and_release, DAYS[2], raise_on_error=False)
     verdict = _gate(worse)
     assert not verdict.passed
     assert verdict.metadata["candidate_mae"].value > verdict.metadata["champion_mae"].value * (1 + spec.gate.margin)
@@ -82,7 +76,7 @@ def test_worse_candidate_is_blocked_better_is_promoted_and_rollback_restores(hom
     assert registry.champion(name).version == champion.version
     assert len(registry.versions(name)) == 1, "a refused candidate is not registered"
 
-    better = _run(defs, resources, instance, candidate_and_release, DAYS[2])
+    better = materialize_day(defs, resources, instance, candidate_and_release, DAYS[2])
     assert better.success and _gate(better).passed
     promoted = registry.champion(name)
     assert promoted.version != champion.version and promoted.tag("partition") == DAYS[2].isoformat()
@@ -90,7 +84,7 @@ def test_worse_candidate_is_blocked_better_is_promoted_and_rollback_restores(hom
     assert "gate on models/smart_meter_forecaster@" in promoted.tag("promoted_reason")
 
     # Batch scoring uses models:/<name>@champion and records the version on every row.
-    scored = _run(defs, resources, instance, [keys.predictions], DAYS[2])
+    scored = materialize_day(defs, resources, instance, [keys.predictions], DAYS[2])
     metadata = scored.asset_materializations_for_node(keys.predictions.to_python_identifier())[0].metadata
     assert metadata["model_version"].value == promoted.version
     lake = resources["lake"]
@@ -116,7 +110,7 @@ def test_no_champion_means_no_predictions_yet(tmp_path, spec, instance, mlflow_t
     keys = DatasetKeys(spec)
     defs = build_definitions([spec], resources)
     simulate(resources["landing"], spec, START, days=1, meters=4, meters_per_file=4)
-    result = _run(defs, resources, instance, [keys.bronze, keys.silver, keys.gold, keys.predictions], START)
+    result = materialize_day(defs, resources, instance, [keys.bronze, keys.silver, keys.gold, keys.predictions], START)
     assert result.success
     assert not result.asset_materializations_for_node(keys.predictions.to_python_identifier())
     assert instance.get_materialized_partitions(keys.gold) == {START.isoformat()}
@@ -124,21 +118,15 @@ def test_no_champion_means_no_predictions_yet(tmp_path, spec, instance, mlflow_t
 
 def test_automation_releases_a_day_only_when_that_day_passed_the_gate(home, spec, instance) -> None:
     """The gate is a per-day check: a later day passing does not release a refused day."""
-    resources = local_resources(home)
-    keys = DatasetKeys(spec)
-    defs = build_definitions([spec], resources)
-    weak = dataclasses.replace(spec, model=dataclasses.replace(spec.model, params={"max_iter": 1}))
-    weak_defs = build_definitions([weak], resources)
     days = [START + dt.timedelta(days=offset) for offset in range(4)]
-    simulate(resources["landing"], spec, START, days=len(days), meters=8, meters_per_file=4)
-    for day in days:
-        _run(defs, resources, instance, [keys.bronze, keys.silver, keys.gold], day)
+    resources, defs, weak_defs = _gold_days(home, spec, instance, days)
+    keys = DatasetKeys(spec)
     initial = dg.evaluate_automation_conditions(defs=defs, instance=instance)
-    assert _run(defs, resources, instance, [keys.forecaster, keys.release(keys.forecaster)], days[1]).success
+    assert materialize_day(defs, resources, instance, [keys.forecaster, keys.release(keys.forecaster)], days[1]).success
 
-    refused = _run(weak_defs, resources, instance, [keys.forecaster], days[2])
+    refused = materialize_day(weak_defs, resources, instance, [keys.forecaster], days[2], raise_on_error=False)
     assert not _gate(refused).passed
-    passed = _run(defs, resources, instance, [keys.forecaster], days[3])
+    passed = materialize_day(defs, resources, instance, [keys.forecaster], days[3])
     assert _gate(passed).passed
 
     after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=initial.cursor)
