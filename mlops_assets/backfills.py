@@ -16,12 +16,13 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
 from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._utils.schedules import reverse_cron_string_iterator
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
-from mlops_assets.partitions import daily_partitions
+from mlops_assets.partitions import daily_partitions, days_between
 
 BACKFILL_TAG = "mlops/backfill_reason"
 
@@ -56,7 +57,9 @@ def find_gaps(instance: dg.DagsterInstance, spec: DatasetSpec, days: Sequence[dt
     return gaps
 
 
-def backfill_request(gaps: Mapping[dg.AssetKey, Sequence[str]], asset_graph: object, reason: str) -> dg.RunRequest:
+def backfill_request(
+    gaps: Mapping[dg.AssetKey, Sequence[str]], asset_graph: BaseAssetGraph, reason: str
+) -> dg.RunRequest:
     """One backfill over every gap."""
     targets = {AssetKeyPartitionKey(key, day) for key, days in gaps.items() for day in days}
     subset = AssetGraphSubset.from_asset_partition_set(targets, asset_graph)
@@ -87,7 +90,7 @@ def build_gap_backfill_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
             return dg.SensorResult(skip_reason=f"tick {tick.isoformat()} already handled")
         today = tick.astimezone(ZoneInfo(schedules.timezone)).date()
         first = max(spec.start_date, today - dt.timedelta(days=schedules.backfill_days))
-        days = [first + dt.timedelta(days=offset) for offset in range((today - first).days)]
+        days = days_between(first, today - dt.timedelta(days=1))
         gaps = find_gaps(context.instance, spec, days)
         cursor = str(tick.timestamp())
         if not gaps:

@@ -27,3 +27,8 @@ def partition_days(context: dg.AssetExecutionContext) -> list[dt.date]:
     """The event days a run materializes: one day, or every day of a backfill's range when
     the asset runs a range in a single run."""
     return [dt.date.fromisoformat(key) for key in context.partition_keys]
+
+
+def days_between(first: dt.date, last: dt.date) -> list[dt.date]:
+    """Every day from ``first`` to ``last``, both included (empty when ``last`` is before ``first``)."""
+    return [first + dt.timedelta(days=offset) for offset in range((last - first).days + 1)]

@@ -12,17 +12,16 @@ from collections.abc import Iterator
 
 import dagster as dg
 import mlflow
-from mlflow.data.delta_dataset_source import DeltaDatasetSource
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.lakehouse.delta import DeltaLake
 from mlops_assets.ml import gate
 from mlops_assets.ml.record import experiment_metadata, lineage_version
-from mlops_assets.ml.tracking import MlflowTracking, log_sklearn_model
+from mlops_assets.ml.tracking import MlflowTracking, log_sklearn_model, log_table_input
 from mlops_assets.ml.trainer import train_forecaster
 from mlops_assets.ml.tuning import tuned_params
-from mlops_assets.partitions import daily_partitions, partition_day
+from mlops_assets.partitions import daily_partitions, days_between, partition_day
 from mlops_assets.policies import on_upstream_update
 from mlops_assets.provenance import git_commit
 
@@ -56,7 +55,7 @@ def build_forecaster_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         day = partition_day(context)
         first = max(spec.start_date, day - dt.timedelta(days=window_days - 1))
-        days = [first + dt.timedelta(days=offset) for offset in range((day - first).days + 1)]
+        days = days_between(first, day)
         gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), days).require(keys.gold)
         tuned = tuned_params(context.instance, spec)
         params = {**spec.model.params, **(tuned or {})}
@@ -77,14 +76,8 @@ def build_forecaster_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             mlflow.log_metrics(
                 {**outcome.metrics, "train_rows": outcome.train_rows, "holdout_rows": outcome.holdout_rows}
             )
-            mlflow.log_input(
-                mlflow.data.from_pandas(
-                    outcome.train_frame,
-                    source=DeltaDatasetSource(path=gold.uri, delta_table_version=gold.version),
-                    name=keys.gold.to_user_string(),
-                    targets=spec.target_column,
-                ),
-                context="training",
+            log_table_input(
+                outcome.train_frame, gold, keys.gold.to_user_string(), spec.target_column, context="training"
             )
             model_info = log_sklearn_model(model.serving_pipeline(outcome.train_frame))
         model.mlflow_run_id, model.model_uri = run.info.run_id, model_info.model_uri

@@ -24,7 +24,7 @@ from mlops_assets.datasets.spec import HIGHER_IS_BETTER, DatasetSpec
 from mlops_assets.lakehouse.delta import DeltaLake
 from mlops_assets.ml.registry import RegisteredModel, Registry
 from mlops_assets.ml.trainer import forecast_metrics
-from mlops_assets.partitions import daily_partitions
+from mlops_assets.partitions import daily_partitions, days_between
 
 GATE_CHECK = "beats_champion"
 
@@ -105,8 +105,7 @@ def gate_check_spec(spec: DatasetSpec, candidate: dg.AssetKey) -> dg.AssetCheckS
 def holdout_rows(lake: DeltaLake, spec: DatasetSpec, candidate: Candidate) -> pd.DataFrame:
     """The candidate's held-out gold rows, read at the gold version it was trained on."""
     keys = DatasetKeys(spec)
-    first, last = candidate.holdout_start.date(), candidate.window[1]
-    days = [first + dt.timedelta(days=offset) for offset in range((last - first).days + 1)]
+    days = days_between(candidate.holdout_start.date(), candidate.window[1])
     rows = lake.read_days(lake.table_uri(*keys.table(keys.gold)), days, version=candidate.gold_version).rows
     rows = rows.dropna(subset=[spec.target_column])
     return rows[rows[spec.timestamp_column] >= candidate.holdout_start].reset_index(drop=True)

@@ -8,13 +8,16 @@ from typing import Any
 
 import dagster as dg
 import mlflow
+import pandas as pd
 import sklearn
 import skops
 import skops.io
+from mlflow.data.delta_dataset_source import DeltaDatasetSource
 from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
 from pydantic import Field
 
+from mlops_assets.lakehouse.delta import TableRead
 from mlops_assets.ml.registry import Registry
 
 # Explicit requirements: inferring them costs seconds per logged model.
@@ -85,4 +88,18 @@ def log_sklearn_model(model: Any) -> ModelInfo:
     trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
     return mlflow.sklearn.log_model(
         model, name="model", pip_requirements=MODEL_PIP_REQUIREMENTS, skops_trusted_types=trusted
+    )
+
+
+def log_table_input(rows: pd.DataFrame, table: TableRead, name: str, target: str, context: str) -> None:
+    """Record ``rows``, read from a Delta table at ``table.version``, as a dataset input of the
+    active run, so the MLflow run names the exact table version it learned from."""
+    mlflow.log_input(
+        mlflow.data.from_pandas(
+            rows,
+            source=DeltaDatasetSource(path=table.uri, delta_table_version=table.version),
+            name=name,
+            targets=target,
+        ),
+        context=context,
     )

@@ -17,12 +17,11 @@ from typing import Any
 import dagster as dg
 import mlflow
 import optuna
-from mlflow.data.delta_dataset_source import DeltaDatasetSource
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec, SearchParam
 from mlops_assets.lakehouse.delta import DeltaLake
-from mlops_assets.ml.tracking import DAGSTER_TAGS, MlflowTracking
+from mlops_assets.ml.tracking import DAGSTER_TAGS, MlflowTracking, log_table_input
 from mlops_assets.ml.trainer import train_forecaster
 from mlops_assets.provenance import git_commit
 
@@ -100,15 +99,7 @@ def build_tuning_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
                 }
             )
             mlflow.log_metric("baseline_mae", baseline.metrics["mae"])
-            mlflow.log_input(
-                mlflow.data.from_pandas(
-                    gold.rows,
-                    source=DeltaDatasetSource(path=gold.uri, delta_table_version=gold.version),
-                    name=keys.gold.to_user_string(),
-                    targets=spec.target_column,
-                ),
-                context="tuning",
-            )
+            log_table_input(gold.rows, gold, keys.gold.to_user_string(), spec.target_column, context="tuning")
             origin = {tag: parent.data.tags[tag] for tag in DAGSTER_TAGS}
 
             def objective(trial: optuna.Trial) -> float:

@@ -1,6 +1,5 @@
 """The drift asset: each scored day compared with the training window of the model that scored it."""
 
-import datetime as dt
 import math
 from collections.abc import Iterator
 
@@ -12,7 +11,7 @@ from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.lakehouse.delta import DeltaLake
 from mlops_assets.ml.tracking import MlflowTracking
 from mlops_assets.monitoring.drift import drift_report, monitored_columns
-from mlops_assets.partitions import daily_partitions, partition_day
+from mlops_assets.partitions import daily_partitions, days_between, partition_day
 from mlops_assets.policies import on_upstream_update
 
 DRIFT_CODE_VERSION = "drift-1"
@@ -53,7 +52,7 @@ def build_drift_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         if window is None or trained_until is None:
             raise dg.Failure(f"{name} version {version.version} does not record its training window")
         gold_uri = lake.table_uri(*keys.table(keys.gold))
-        days = [window[0] + dt.timedelta(days=offset) for offset in range((window[1] - window[0]).days + 1)]
+        days = days_between(*window)
         reference = lake.read_days(gold_uri, days, version=version.gold_version).rows
         reference = reference[reference[spec.timestamp_column] < trained_until].reset_index(drop=True)
         current = lake.read_days(gold_uri, [day]).require(keys.gold).rows
