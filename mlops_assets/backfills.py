@@ -1,9 +1,12 @@
-"""The scheduled backfill: every night, heal the days of the last week that are missing or failed.
+"""The scheduled backfill: every night, heal every partition of the whole history that is
+missing or failed.
 
-A day needs healing in an asset when bronze holds data for it but the asset's latest
-attempt failed or it was never built. All such days of all layers go into one Dagster
-backfill, which runs each single-run range of the data layers as one run and the
-model days after them.
+What needs healing is found from what the tables hold, not from a window of recent
+days: every partition that bronze holds data for (or whose ingestion failed), and in
+each later layer every partition whose own upstream partition exists but which is
+missing or whose latest attempt failed, with everything downstream of it. All of them
+go into one Dagster backfill, which runs each single-run range of the data layers as
+one run and the model partitions after them.
 
 Dagster schedules launch runs, not backfills, so this is a sensor that acts once per
 tick of the spec's backfill cron (in the dataset's time zone) and keeps the tick it
@@ -22,38 +25,52 @@ from dagster._utils.schedules import reverse_cron_string_iterator
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
-from mlops_assets.partitions import daily_partitions, days_between
+from mlops_assets.lakehouse.delta import DeltaLake
+from mlops_assets.ml.release import first_champion_partition
+from mlops_assets.partitions import partitions_def
 
 BACKFILL_TAG = "mlops/backfill_reason"
+HEALTHY = (dg.AssetPartitionStatus.MATERIALIZED, dg.AssetPartitionStatus.IN_PROGRESS)
 
 
 def healed_assets(spec: DatasetSpec) -> list[dg.AssetKey]:
-    """The daily assets the backfill keeps complete, upstream first."""
+    """The partitioned assets the backfill keeps complete, upstream first."""
     keys = DatasetKeys(spec)
-    return [keys.silver, keys.gold, keys.forecaster, keys.predictions, keys.drift]
+    return [keys.silver, keys.gold, keys.forecaster, keys.release(keys.forecaster), keys.predictions, keys.drift]
 
 
-def find_gaps(instance: dg.DagsterInstance, spec: DatasetSpec, days: Sequence[dt.date]) -> dict[dg.AssetKey, list[str]]:
-    """Per asset, the ``days`` (partition keys) with bronze data whose latest attempt failed or
-    that were never built; bronze days whose ingestion failed are included too."""
+def find_gaps(
+    instance: dg.DagsterInstance, spec: DatasetSpec, landed: Sequence[dt.date]
+) -> dict[dg.AssetKey, list[str]]:
+    """Per asset, the partitions to rebuild: of the ``landed`` partitions (those bronze holds
+    data for), every one missing or failed in a layer whose own upstream partition exists,
+    and the same partition of every layer after it. Bronze partitions whose latest ingestion
+    failed come first. The first partitions, before any forecaster partition exists, have
+    no champion to score them and are not predictions gaps."""
     keys = DatasetKeys(spec)
-    partitions = daily_partitions(spec)
-    wanted = [day.isoformat() for day in days]
-    bronze = instance.get_status_by_partition(keys.bronze, wanted, partitions) or {}
-    landed = [day for day in wanted if bronze.get(day) == dg.AssetPartitionStatus.MATERIALIZED]
+    definition = partitions_def(spec)
+    wanted = sorted({day.isoformat() for day in landed})
+    bronze = instance.get_status_by_partition(keys.bronze, wanted, definition) or {}
     gaps: dict[dg.AssetKey, list[str]] = {}
-    failed_bronze = [day for day in wanted if bronze.get(day) == dg.AssetPartitionStatus.FAILED]
+    failed_bronze = [key for key in wanted if bronze.get(key) == dg.AssetPartitionStatus.FAILED]
     if failed_bronze:
         gaps[keys.bronze] = failed_bronze
+    present = {keys.bronze: {key for key in wanted if bronze.get(key) == dg.AssetPartitionStatus.MATERIALIZED}}
+    rebuilt: set[str] = set(failed_bronze)
+    first_champion = first_champion_partition(instance, keys.release(keys.forecaster))
     for key in healed_assets(spec):
-        status = instance.get_status_by_partition(key, landed, partitions) or {}
-        missing = [
-            day
-            for day in landed
-            if status.get(day) not in (dg.AssetPartitionStatus.MATERIALIZED, dg.AssetPartitionStatus.IN_PROGRESS)
-        ]
-        if missing:
-            gaps[key] = missing
+        status = instance.get_status_by_partition(key, wanted, definition) or {}
+        upstream = keys.primary_upstream[key]
+        ready = present.get(upstream, set()) | rebuilt
+        if key == keys.predictions:
+            ready = {partition for partition in ready if first_champion is not None and partition > first_champion}
+        missing = {partition for partition in ready if status.get(partition) not in HEALTHY}
+        rebuilt = (rebuilt & ready) | missing
+        present[key] = {
+            partition for partition in wanted if status.get(partition) == dg.AssetPartitionStatus.MATERIALIZED
+        }
+        if rebuilt:
+            gaps[key] = sorted(rebuilt)
     return gaps
 
 
@@ -73,31 +90,34 @@ def due_tick(cron: str, timezone: str, now: dt.datetime) -> dt.datetime:
 
 def build_gap_backfill_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
     schedules = spec.schedules
+    keys = DatasetKeys(spec)
 
     @dg.sensor(
         name=f"{spec.name}_gap_backfill",
         minimum_interval_seconds=300,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
-            f"At '{schedules.backfill_cron}' {schedules.timezone} time, launches one backfill of the "
-            f"{spec.name} days of the last {schedules.backfill_days} that are missing or failed."
+            f"At '{schedules.backfill_cron}' {schedules.timezone} time, launches one backfill of every "
+            f"{spec.name} partition of the whole history that is missing or failed, found from what the "
+            "tables hold."
         ),
     )
-    def gap_backfill(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    def gap_backfill(context: dg.SensorEvaluationContext, lake: DeltaLake) -> dg.SensorResult:
         now = dt.datetime.now(ZoneInfo(schedules.timezone))
         tick = due_tick(schedules.backfill_cron, schedules.timezone, now)
         if context.cursor and tick.timestamp() <= float(context.cursor):
             return dg.SensorResult(skip_reason=f"tick {tick.isoformat()} already handled")
-        today = tick.astimezone(ZoneInfo(schedules.timezone)).date()
-        first = max(spec.start_date, today - dt.timedelta(days=schedules.backfill_days))
-        days = days_between(first, today - dt.timedelta(days=1))
-        gaps = find_gaps(context.instance, spec, days)
+        landed = lake.days(lake.table_uri(*keys.table(keys.bronze)))
+        gaps = find_gaps(context.instance, spec, landed)
         cursor = str(tick.timestamp())
+        span = f"{landed[0]}..{landed[-1]}" if landed else "no data yet"
         if not gaps:
-            return dg.SensorResult(skip_reason=f"no gap in {first}..{today - dt.timedelta(days=1)}", cursor=cursor)
+            return dg.SensorResult(
+                skip_reason=f"no gap in {len(landed)} partition(s) with data ({span})", cursor=cursor
+            )
         summary = ", ".join(f"{key.to_user_string()}: {len(found)}" for key, found in gaps.items())
         context.log.info(f"Backfilling {summary}")
-        reason = f"scheduled backfill of {first}..{today - dt.timedelta(days=1)} at {tick.isoformat()}: {summary}"
+        reason = f"scheduled backfill of {span} at {tick.isoformat()}: {summary}"
         return dg.SensorResult(
             run_requests=[backfill_request(gaps, context.repository_def.asset_graph, reason)], cursor=cursor
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import json
 import os
 import signal
 import subprocess
@@ -13,9 +14,16 @@ import sys
 import click
 import dagster as dg
 
-from mlops_assets.datasets.spec import DatasetSpec, SpecError, load_bundled_specs, load_spec
+from mlops_assets.datasets.spec import (
+    DatasetSpec,
+    SpecError,
+    bundled_spec_paths,
+    load_bundled_specs,
+    load_spec,
+)
 from mlops_assets.demo import reset_state, run_arrivals, summarize
 from mlops_assets.devservices import run_azurite, run_mlflow_server
+from mlops_assets.history import landed_range, load_history
 from mlops_assets.landing.simulate import SimulationReport, simulate
 from mlops_assets.ml.registry import CHAMPION, PREVIOUS, AliasMove, Registry, RegistryError
 from mlops_assets.ml.tracking import MlflowTracking
@@ -113,22 +121,34 @@ def simulate_command(dataset: str, spec_file: str | None, start, **options) -> N
     BlobCreated event Azure Event Grid would deliver for each file.
     """
     spec = _spec(dataset, spec_file)
-    profile = build_profile()
-    names = ["landing", *(["event_queue"] if profile.arrivals == "queue" else [])]
-    # Resources used outside a run: build_resources resolves their EnvVar settings.
-    with dg.build_resources({name: profile.resources[name] for name in names}) as ready:
+    with _landing_resources() as ready:
         _publish_arrivals(spec, ready, _simulate(spec, ready, start, **options))
 
 
 def _publish_arrivals(spec: DatasetSpec, ready, report: SimulationReport) -> None:
-    if "event_queue" in ready.original_resource_dict:
-        landing, events = ready.landing, ready.event_queue
-        for file in report.files:
-            current = landing.stat(spec, file.path)
-            if current is None:
-                raise click.ClickException(f"{file.path} was written but is not in the landing zone")
-            events.publish(landing.blob_created_event(current))
-        click.echo(f"simulate: published {len(report.files)} BlobCreated event(s) on {events.queue}")
+    _announce(spec, ready, [file.path for file in report.files], "simulate")
+
+
+def _announce(spec: DatasetSpec, ready, paths: list[str], command: str) -> None:
+    """With queue arrivals, put on the queue the BlobCreated event Azure Event Grid would deliver
+    for each landing file written (an emulator has no Event Grid)."""
+    if "event_queue" not in ready.original_resource_dict:
+        return
+    landing, events = ready.landing, ready.event_queue
+    for path in paths:
+        current = landing.stat(spec, path)
+        if current is None:
+            raise click.ClickException(f"{path} was written but is not in the landing zone")
+        events.publish(landing.blob_created_event(current))
+    click.echo(f"{command}: published {len(paths)} BlobCreated event(s) on {events.queue}")
+
+
+def _landing_resources():
+    """The active profile's landing zone (and, with queue arrivals, its event queue), ready to use."""
+    profile = build_profile()
+    names = ["landing", *(["event_queue"] if profile.arrivals == "queue" else [])]
+    # Resources used outside a run: build_resources resolves their EnvVar settings.
+    return dg.build_resources({name: profile.resources[name] for name in names})
 
 
 @main.command("demo")
@@ -172,10 +192,10 @@ def _actor() -> str:
 def _show_move(spec: DatasetSpec, move: AliasMove) -> None:
     name = spec.gate.model_name
     replaced = f" (was v{move.replaced.version}, now @{PREVIOUS})" if move.replaced else ""
-    click.echo(f"{name}@{CHAMPION} -> v{move.champion.version}{replaced}")
-    source = move.champion.tag("asset_key"), move.champion.tag("partition")
+    click.echo(f"{name}@{CHAMPION} -> v{move.holder.version}{replaced}")
+    source = move.holder.tag("asset_key"), move.holder.tag("partition")
     if all(source):
-        click.echo(f"  trained by {source[0]}@{source[1]}, MLflow run {move.champion.run_id}")
+        click.echo(f"  trained by {source[0]}@{source[1]}, MLflow run {move.holder.run_id}")
 
 
 reason_option = click.option("--reason", required=True, help="Why the alias moves; recorded on the versions.")
@@ -210,6 +230,142 @@ def rollback_command(dataset: str, spec_file: str | None, reason: str) -> None:
     except RegistryError as error:
         raise click.ClickException(str(error)) from error
     _show_move(spec, move)
+
+
+@main.group("registry")
+def registry_group() -> None:
+    """Read the model registry."""
+
+
+@registry_group.command("history")
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line instead of text.")
+def registry_history_command(model: str, as_json: bool) -> None:
+    """Every alias move of registered MODEL, oldest first: by the pipeline's release decisions and by hand."""
+    try:
+        entries = _registry().history(model)
+    except RegistryError as error:
+        raise click.ClickException(str(error)) from error
+    if as_json:
+        for entry in entries:
+            click.echo(json.dumps(entry))
+        return
+    click.echo(f"{'at':32} {'action':9} {'move':28} {'by':44} reason")
+    for entry in entries:
+        move = f"{entry['alias']} -> v{entry['version']}" if entry["version"] else entry["alias"]
+        if entry.get("replaced"):
+            move += f" (was v{entry['replaced']})"
+        click.echo(f"{entry['at']:32} {entry['action']:9} {move:28} {entry['actor']:44} {entry['reason']}")
+
+
+@main.command("check")
+@click.argument("spec_files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+def check_command(spec_files: tuple[str, ...]) -> None:
+    """Validate dataset specs: the bundled ones and SPEC_FILES. Prints one line per problem and
+    exits non-zero when there is any."""
+    problems = 0
+    paths = [*bundled_spec_paths(), *spec_files]
+    for path in paths:
+        try:
+            spec = load_spec(path)
+        except SpecError as error:
+            problems += len(error.problems)
+            for line in error.problems:
+                click.echo(line)
+            continue
+        click.echo(
+            f"{path.name if hasattr(path, 'name') else path}: ok ({spec.name}, every {spec.frequency}, "
+            f"{spec.grain.name} partitions)"
+        )
+    if problems:
+        raise click.ClickException(f"{problems} problem(s) in {len(paths)} spec(s)")
+
+
+@main.group("quarantine")
+def quarantine_group() -> None:
+    """See and replay the landing files that were quarantined."""
+
+
+@quarantine_group.command("list")
+@dataset_option
+@spec_option
+def quarantine_list_command(dataset: str, spec_file: str | None) -> None:
+    """Every quarantined file version of the dataset, with its reason."""
+    spec = _spec(dataset, spec_file)
+    with _landing_resources() as ready:
+        entries = ready.landing.quarantined(spec)
+    click.echo(f"{len(entries)} quarantined file version(s) of {spec.name}")
+    for entry in sorted(entries, key=lambda entry: (entry["path"], entry["quarantined_at"])):
+        click.echo(f"  {entry['path']}  [{entry['quarantined_at']}, {entry['records']} records]  {entry['reason']}")
+
+
+@quarantine_group.command("replay")
+@click.argument("dataset")
+@spec_option
+@click.option("--day", type=click.DateTime(formats=["%Y-%m-%d"]), help="Only the files of this partition.")
+def quarantine_replay_command(dataset: str, spec_file: str | None, day) -> None:
+    """Put DATASET's quarantined files back in the landing zone (after fixing the spec, say), where
+    the arrival sensor ingests them again. Of several rejected versions of one path the latest
+    goes back; the older ones stay in quarantine."""
+    spec = _spec(dataset, spec_file)
+    partition = spec.grain.floor(day.date()).isoformat() if day else None
+    with _landing_resources() as ready:
+        entries = [
+            entry for entry in ready.landing.quarantined(spec) if partition is None or entry["event_date"] == partition
+        ]
+        latest: dict[str, dict] = {}
+        for entry in sorted(entries, key=lambda entry: entry["quarantined_at"]):
+            latest[entry["path"]] = entry
+        replayed = []
+        for path, entry in sorted(latest.items()):
+            if ready.landing.replay(entry):
+                replayed.append(path)
+                click.echo(f"replayed {path} (quarantined {entry['quarantined_at']}: {entry['reason'][:120]})")
+            else:
+                click.echo(f"kept {path} in quarantine: a newer file lands under that path")
+        _announce(spec, ready, replayed, "quarantine replay")
+    older = len(entries) - len(latest)
+    click.echo(
+        f"{len(replayed)} file(s) back in the landing zone"
+        + (f"; {older} older rejected version(s) stay in quarantine" if older else "")
+    )
+
+
+@main.group("history")
+def history_group() -> None:
+    """Load a dataset's history."""
+
+
+@history_group.command("load")
+@dataset_option
+@spec_option
+@click.option(
+    "--start", type=click.DateTime(formats=["%Y-%m-%d"]), help="First partition (default: the first with files)."
+)
+@click.option("--end", type=click.DateTime(formats=["%Y-%m-%d"]), help="Last partition (default: the last with files).")
+@click.option(
+    "--models/--no-models", default=True, show_default=True, help="Train, decide, score and monitor each partition."
+)
+def history_load_command(dataset: str, spec_file: str | None, start, end, models: bool) -> None:
+    """Ingest every landing file of a range in one run (bronze, silver and gold each over the whole
+    range), then run the models partition by partition, oldest first."""
+    spec = _spec(dataset, spec_file)
+    instance = _instance()
+    resources = build_resources()
+    with dg.build_resources({"landing": resources["landing"]}) as ready:
+        found = landed_range(ready.landing, spec)
+    if found is None and (start is None or end is None):
+        raise click.ClickException(f"no landing files of {spec.name} under {spec.landing.prefix}/: nothing to load")
+    first = start.date() if start else found[0]
+    last = end.date() if end else found[1]
+    if last < first:
+        raise click.BadParameter(f"--end {last} is before --start {first}", param_hint="--end")
+    if first < spec.start_date:
+        raise click.BadParameter(f"{first} is before the spec's start_date {spec.start_date}", param_hint="--start")
+    load = load_history(spec, resources, instance, first, last, models=models, progress=click.echo)
+    if load.failed:
+        raise click.ClickException(f"{len(load.failed)} part(s) failed: {', '.join(load.failed[:10])}")
+    click.echo(f"history: {spec.name} {load.first}..{load.last} loaded ({load.model_partitions} model partition(s))")
 
 
 def supervise(command: list[str], env: dict[str, str]) -> int:

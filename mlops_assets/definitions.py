@@ -19,7 +19,7 @@ from mlops_assets.landing.queue_sensor import build_event_sensor
 from mlops_assets.landing.sensors import build_landing_sensor
 from mlops_assets.ml.checkpoint import build_checkpoint_asset
 from mlops_assets.ml.forecaster import build_forecaster_asset
-from mlops_assets.ml.release import build_release_asset
+from mlops_assets.ml.release import build_gate_check, build_release_asset
 from mlops_assets.ml.retraining import (
     build_drift_sensor,
     build_nightly_retrain_schedule,
@@ -54,9 +54,9 @@ def dataset_definitions(spec: DatasetSpec, arrivals: Arrivals = "poll") -> dg.De
             keys.drift,
         ),
         description=(
-            f"One day of {spec.name}, end to end: bronze, silver with its checks, gold, the forecaster "
-            "with its gate and release, predictions and drift. The checkpoint model, whose days "
-            f"train in order, runs in {spec.name}_retrain."
+            f"One {spec.grain.noun} of {spec.name}, end to end: bronze, silver with its checks, gold, the "
+            "forecaster and the registry's decision on it, predictions and drift. The checkpoint model, "
+            f"which continues from the {spec.grain.noun} before, runs in {spec.name}_retrain."
         ),
     )
     rebuild = dg.define_asset_job(
@@ -65,8 +65,8 @@ def dataset_definitions(spec: DatasetSpec, arrivals: Arrivals = "poll") -> dg.De
             keys.silver, keys.gold, keys.forecaster, keys.release(keys.forecaster), keys.predictions, keys.drift
         ),
         description=(
-            f"Rebuild days of {spec.name} from bronze onwards, after a change of rules, features or "
-            "model; launch it as a backfill over the days to rebuild."
+            f"Rebuild partitions of {spec.name} from bronze onwards, after a change of rules, features or "
+            "model; launch it as a backfill over the partitions to rebuild."
         ),
     )
     assets = [
@@ -83,6 +83,7 @@ def dataset_definitions(spec: DatasetSpec, arrivals: Arrivals = "poll") -> dg.De
     ]
     return dg.Definitions(
         assets=assets,
+        asset_checks=[build_gate_check(spec, candidate) for candidate in keys.candidates],
         jobs=[lifecycle, rebuild, build_retrain_job(spec)],
         schedules=[build_nightly_retrain_schedule(spec)],
         sensors=[
@@ -110,10 +111,16 @@ def build_definitions(
         target=dg.AssetSelection.all(),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=15,
-        # One run per day holding silver through predictions, rather than a backfill that
+        # One run per partition holding silver through predictions, rather than a backfill that
         # launches each layer only after the one before it finished.
         emit_backfills=False,
-        description="Pushes each updated bronze day through silver, gold, the model and predictions.",
+        # The conditions know which partition holds a partition's own data
+        # (policies.OwnPartitionReady), which only user code can evaluate.
+        use_user_code_server=True,
+        description=(
+            "Pushes each updated bronze partition through silver, gold, the models, the registry's decisions, "
+            "predictions and drift."
+        ),
     )
     sensors = [automation, *([build_event_sensor(specs)] if arrivals == "queue" else [])]
     return dg.Definitions.merge(

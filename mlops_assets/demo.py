@@ -16,8 +16,8 @@ from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.definitions import build_definitions, lifecycle_job_name
 from mlops_assets.lakehouse.delta import DeltaLake
-from mlops_assets.ml.gate import GATE_CHECK
-from mlops_assets.ml.registry import CHAMPION, PREVIOUS
+from mlops_assets.ml.registry import CHALLENGER, CHAMPION, PREVIOUS
+from mlops_assets.ml.release import decision_for, registered_name
 from mlops_assets.ml.retraining import retrain_job_name
 from mlops_assets.storage.landing_zone import LandingZone
 
@@ -52,19 +52,21 @@ class DemoSummary:
         lines += [f"  {entry['path']}: {entry['reason']} ({entry['records']} records)" for entry in self.quarantined]
         lines += [
             "",
-            f"Models: {len(self.models)}",
-            f"  {'day':10} {'mae':>8} {'rmse':>8} {'wape':>7} {'skill':>7}  mlflow run",
+            f"Forecasters: {len(self.models)} (hold-out error; skill = 1 - mae / mae of the seasonal-naive forecast)",
+            f"  {'partition':10} {'mae':>8} {'naive':>8} {'wape':>7} {'skill':>7}  gate",
         ]
         for model in self.models:
             lines.append(
-                f"  {model['day']:10} {model['mae']:8.4f} {model['rmse']:8.4f} {model['wape']:7.3f} "
-                f"{model.get('skill', float('nan')):7.3f}  {model['mlflow_run_id']}"
+                f"  {model['day']:10} {model['mae']:8.4f} {model.get('mae_seasonal_naive', math.nan):8.4f} "
+                f"{model['wape']:7.3f} {model.get('skill', math.nan):7.3f}  {model.get('gate', '')}"
             )
         if self.models:
             skills = [m["skill"] for m in self.models if not math.isnan(m.get("skill", math.nan))]
+            passed = sum(1 for m in self.models if m.get("gate", "").startswith("passed"))
             lines.append(
                 f"  mean hold-out MAE {statistics.fmean(m['mae'] for m in self.models):.4f}, "
-                f"mean skill vs seasonal naive {statistics.fmean(skills) if skills else math.nan:.3f}"
+                f"mean skill vs seasonal naive {statistics.fmean(skills) if skills else math.nan:.3f}; "
+                f"{passed} of {len(self.models)} passed the gate"
             )
         lines += ["", "Registry:", *(f"  {line}" for line in self.registry)]
         return "\n".join(lines)
@@ -84,7 +86,8 @@ def run_arrivals(
     progress: Callable[[str], None] = print,
 ) -> list[str]:
     """Evaluate the landing sensor once, as the daemon would, and run the lifecycle job for
-    every day it requests, oldest first (a day's features reach into the day before)."""
+    every partition it requests, oldest first (a partition's features and the champion that
+    scores it come from the partitions before it)."""
     defs = build_definitions([spec], resources)
     sensor = defs.resolve_sensor_def(f"{spec.name}_landing_sensor")
     with dg.build_sensor_context(instance=instance, resources=dict(resources)) as context:
@@ -93,62 +96,58 @@ def run_arrivals(
         progress(f"landing sensor: {result.skip_message}")
         return []
     requests = sorted(result.run_requests, key=lambda request: request.partition_key)
-    progress(f"landing sensor: {len(requests)} day(s) with new files")
+    progress(f"landing sensor: {len(requests)} {spec.grain.noun}(s) with new files")
     job = defs.resolve_job_def(lifecycle_job_name(spec))
     retrain = defs.resolve_job_def(retrain_job_name(spec))
     keys = DatasetKeys(spec)
     failed = []
     for index, request in enumerate(requests, start=1):
-        runs = [
-            job.execute_in_process(
-                partition_key=request.partition_key,
-                instance=instance,
-                tags={**request.tags, "dagster/sensor_name": sensor.name},
-                run_config=QUIET_RUN_CONFIG,
-                raise_on_error=False,
-            ),
-            # The checkpoint model continues from the day before, so its days run in order.
-            retrain.execute_in_process(
-                partition_key=request.partition_key,
-                instance=instance,
-                asset_selection=[keys.checkpoint, keys.release(keys.checkpoint)],
-                run_config=QUIET_RUN_CONFIG,
-                raise_on_error=False,
-            ),
+        lifecycle = job.execute_in_process(
+            partition_key=request.partition_key,
+            instance=instance,
+            tags={**request.tags, "dagster/sensor_name": sensor.name},
+            run_config=QUIET_RUN_CONFIG,
+            raise_on_error=False,
+        )
+        # The checkpoint model continues from the partition before, so its partitions run in order.
+        checkpoint = retrain.execute_in_process(
+            partition_key=request.partition_key,
+            instance=instance,
+            asset_selection=[keys.checkpoint, keys.release(keys.checkpoint)],
+            run_config=QUIET_RUN_CONFIG,
+            raise_on_error=False,
+        )
+        statuses = [
+            _status(lifecycle, keys.release(keys.forecaster)),
+            _status(checkpoint, keys.release(keys.checkpoint)),
         ]
-        statuses = [_status(run) for run in runs]
         if any(status.startswith("FAILED") for status in statuses):
             failed.append(request.partition_key)
         progress(
-            f"[{index}/{len(requests)}] {request.partition_key}: lifecycle {statuses[0]}, checkpoint {statuses[1]}"
+            f"[{index}/{len(requests)}] {request.partition_key}: forecaster {statuses[0]}; checkpoint {statuses[1]}"
         )
     return failed
 
 
-def _status(run: dg.ExecuteInProcessResult) -> str:
-    """ok; refused by the gate (a candidate kept out of the registry: its run fails by design),
-    with the gate's decision; or FAILED with the first failing step and its error."""
-    if run.success:
-        return "ok"
-    failures = [
-        (event.step_key, event.event_specific_data.error)
-        for event in run.all_events
-        if event.event_type_value == "STEP_FAILURE" and event.event_specific_data.error is not None
+def _status(run: dg.ExecuteInProcessResult, release: dg.AssetKey) -> str:
+    """The registry's decision on the run's candidate, or FAILED with the first failing step
+    and its error."""
+    if not run.success:
+        failures = [
+            (event.step_key, event.event_specific_data.error)
+            for event in run.all_events
+            if event.event_type_value == "STEP_FAILURE" and event.event_specific_data.error is not None
+        ]
+        if not failures:
+            return f"FAILED (run {run.run_id[:8]})"
+        step, error = failures[0]
+        return f"FAILED in {step}: {error.message.strip().splitlines()[0]}"
+    decisions = [
+        event.materialization.metadata["summary"].value
+        for event in run.get_asset_materialization_events()
+        if event.asset_key == release
     ]
-    refused = [
-        event.event_specific_data
-        for event in run.all_events
-        if event.event_type_value == "ASSET_CHECK_EVALUATION"
-        and event.event_specific_data.check_name == GATE_CHECK
-        and not event.event_specific_data.passed
-    ]
-    if failures and all(error.cls_name == "DagsterAssetCheckFailedError" for _, error in failures) and refused:
-        decision = refused[0].metadata.get("decision")
-        return f"refused by the gate ({decision.value})" if decision is not None else "refused by the gate"
-    if not failures:
-        return f"FAILED (run {run.run_id[:8]})"
-    step, error = failures[0]
-    return f"FAILED in {step}: {error.message.strip().splitlines()[0]}"
+    return decisions[0] if decisions else "no decision"
 
 
 def summarize(spec: DatasetSpec, resources: Mapping[str, Any], instance: dg.DagsterInstance) -> DemoSummary:
@@ -156,8 +155,8 @@ def summarize(spec: DatasetSpec, resources: Mapping[str, Any], instance: dg.Dags
     lake: DeltaLake = resources["lake"]
     landing: LandingZone = resources["landing"]
     summary = DemoSummary(dataset=spec.name)
-    landing_days = {file.event_date for file in landing.list_dataset(spec)}
-    summary.layers.append(LayerSummary(keys.landing.to_user_string(), len(landing_days), None))
+    landing_partitions = {file.partition for file in landing.list_dataset(spec)}
+    summary.layers.append(LayerSummary(keys.landing.to_user_string(), len(landing_partitions), None))
     tables = (keys.bronze, keys.silver, keys.gold, keys.predictions)
     layers = (*tables[:3], keys.forecaster, keys.checkpoint, *(keys.release(key) for key in keys.candidates))
     for key in (*layers, keys.predictions, keys.drift):
@@ -165,21 +164,23 @@ def summarize(spec: DatasetSpec, resources: Mapping[str, Any], instance: dg.Dags
         rows = lake.count_rows(lake.table_uri(*keys.table(key))) if key in tables else None
         summary.layers.append(LayerSummary(key.to_user_string(), len(materialized), rows))
     summary.quarantined = landing.quarantined(spec)
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=keys.forecaster), limit=10_000).records
-    latest: dict[str, dict[str, Any]] = {}
-    for record in sorted(records, key=lambda record: record.storage_id):
-        materialization = record.asset_materialization
-        values = {name: value.value for name, value in materialization.metadata.items()}
-        latest[materialization.partition] = {"day": materialization.partition, **values}
-    summary.models = [latest[day] for day in sorted(latest)]
+    release = keys.release(keys.forecaster)
+    for partition in sorted(instance.get_materialized_partitions(keys.forecaster)):
+        (record,) = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=keys.forecaster, asset_partitions=[partition]), limit=1
+        ).records
+        values = {name: value.value for name, value in record.asset_materialization.metadata.items()}
+        decision = decision_for(instance, release, partition)
+        summary.models.append({"day": partition, **values, "gate": decision.summary if decision else ""})
     registry = resources["mlflow_tracking"].registry()
-    name = spec.gate.model_name
-    versions = registry.versions(name)
-    summary.registry.append(f"{name}: {len(versions)} version(s) passed the gate")
-    for alias in (CHAMPION, PREVIOUS):
-        holder = registry.alias(name, alias)
-        if holder is not None:
-            summary.registry.append(
-                f"@{alias}: v{holder.version} from {holder.tag('asset_key')}@{holder.tag('partition')}"
-            )
+    for candidate in keys.candidates:
+        name = registered_name(spec, candidate)
+        versions = registry.versions(name)
+        summary.registry.append(f"{name}: {len(versions)} version(s) registered")
+        for alias in (CHAMPION, PREVIOUS, CHALLENGER):
+            holder = registry.alias(name, alias)
+            if holder is not None:
+                summary.registry.append(
+                    f"  @{alias}: v{holder.version} from {holder.tag('asset_key')}@{holder.tag('partition')}"
+                )
     return summary

@@ -84,7 +84,7 @@ def materialize_day(
 ) -> dg.ExecuteInProcessResult:
     """Materialize only ``keys`` for one day."""
     return dg.materialize(
-        list(defs.assets or []),
+        [*(defs.assets or []), *(defs.asset_checks or [])],
         selection=keys,
         partition_key=day.isoformat(),
         instance=instance,

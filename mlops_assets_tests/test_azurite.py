@@ -92,12 +92,14 @@ def test_whole_graph_on_azurite_with_an_mlflow_server(tmp_path, azurite, instanc
     with run_mlflow_server(tmp_path / "mlflow", azurite) as tracking_uri:
         resources = blob_resources(account_for(azurite), tracking_uri, poll_days=2)
         defs = build_definitions([spec], resources, arrivals="poll")
-        report, _ = upload_simulated(tmp_path, azurite, spec, YESTERDAY, 2, meters=4, meters_per_file=2)
+        before = YESTERDAY - dt.timedelta(days=1)
+        report, _ = upload_simulated(tmp_path, azurite, spec, before, 3, meters=30, meters_per_file=15)
 
+        # The polling sensor lists the last two days' prefixes only; the day before is run by hand.
         result = tick(defs, "smart_meter_landing_sensor", instance, resources)
         requested = [request.partition_key for request in result.run_requests]
         assert requested == [YESTERDAY.isoformat(), TODAY.isoformat()]
-        for partition in requested:
+        for partition in [before.isoformat(), *requested]:
             assert run_lifecycle(defs, spec, instance, dt.date.fromisoformat(partition)).success
 
         keys = DatasetKeys(spec)
@@ -112,6 +114,7 @@ def test_whole_graph_on_azurite_with_an_mlflow_server(tmp_path, azurite, instanc
         released = {version.version: version for version in registry.versions(spec.gate.model_name)}
         (scoring,) = set(predictions["model_version"])
         assert released[scoring].tag("partition") == YESTERDAY.isoformat()
+        assert set(predictions["model_uri"]) == {released[scoring].record.model_uri}
         assert registry.champion(spec.gate.model_name) is not None
 
         run_id = (

@@ -98,7 +98,7 @@ def test_quarantining_the_same_path_twice_keeps_both_versions(defs, resources, i
     quarantined = resources["landing"].quarantined(spec)
     assert [entry["path"] for entry in quarantined] == [path, path]
     assert len({entry["etag"] for entry in quarantined}) == 2
-    assert resources["landing"].list_day(spec, DAY) == []
+    assert resources["landing"].list_partition(spec, DAY) == []
 
 
 def test_a_file_with_only_a_header_is_quarantined_not_retried(defs, resources, instance, spec) -> None:
@@ -109,7 +109,7 @@ def test_a_file_with_only_a_header_is_quarantined_not_retried(defs, resources, i
     assert _materializations(first, keys.bronze) == []
     (entry,) = resources["landing"].quarantined(spec)
     assert entry["reason"] == "the file holds no records" and entry["records"] == 0
-    assert resources["landing"].list_day(spec, DAY) == []
+    assert resources["landing"].list_partition(spec, DAY) == []
 
 
 def test_unparseable_values_are_rescued_not_lost(defs, resources, instance, spec) -> None:

@@ -1,5 +1,6 @@
-"""The checkpoint model: days continue from the day before, and a training killed mid-way
-resumes from its newest intact checkpoint and ends with the same model."""
+"""The checkpoint model: days continue from the latest earlier checkpoint (a gap is recorded,
+not refused), its inputs and target are standardised, and a training killed mid-way resumes
+from its newest intact checkpoint and ends with the same model."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -20,9 +22,9 @@ from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import bundled_spec_paths, load_spec
 from mlops_assets.definitions import build_definitions
 from mlops_assets.landing.simulate import simulate
-from mlops_assets.ml.checkpoint import day_rows
+from mlops_assets.ml.checkpoint import new_rows
 from mlops_assets.ml.continued import TrainingState, make_trainer, train_day
-from mlops_assets.partitions import daily_partitions
+from mlops_assets.partitions import partitions_def
 from mlops_assets.profiles import local_resources
 from mlops_assets.storage.checkpoints import CheckpointStore
 from mlops_assets_tests.conftest import materialize_day
@@ -39,7 +41,7 @@ from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import load_spec
 from mlops_assets.definitions import build_definitions
 from mlops_assets.ml.tracking import MlflowTracking
-from mlops_assets.partitions import daily_partitions
+from mlops_assets.partitions import partitions_def
 from mlops_assets.profiles import local_resources
 from mlops_assets.storage.checkpoints import CheckpointStore
 from pathlib import Path
@@ -59,7 +61,7 @@ def long_spec(tmp_path: Path):
     """The bundled spec with a day long enough to be killed in the middle of."""
     (path,) = [path for path in bundled_spec_paths() if path.stem == "smart_meter"]
     raw = yaml.safe_load(path.read_text())
-    raw["checkpoint"].update(epochs_per_day=EPOCHS, checkpoint_every=EVERY)
+    raw["checkpoint"].update(epochs=EPOCHS, checkpoint_every=EVERY)
     target = tmp_path / "smart_meter.yaml"
     target.write_text(yaml.safe_dump(raw))
     return target, load_spec(target)
@@ -81,45 +83,75 @@ def _materialize(defs, resources, instance, key, day) -> dg.ExecuteInProcessResu
     return result
 
 
-def test_day_after_day_continues_from_the_day_before(tmp_path, spec, mlflow_tracking, instance) -> None:
+def test_day_after_day_continues_from_the_latest_earlier_checkpoint(tmp_path, spec, mlflow_tracking, instance) -> None:
     resources = {**local_resources(tmp_path / "mlops"), "mlflow_tracking": mlflow_tracking}
     defs = build_definitions([spec], resources)
     keys = DatasetKeys(spec)
-    simulate(resources["landing"], spec, START, days=3, meters=8, meters_per_file=4)
-    for day in [*DAYS, START + dt.timedelta(days=2)]:
+    days = [START + dt.timedelta(days=offset) for offset in range(4)]
+    simulate(resources["landing"], spec, START, days=len(days), meters=8, meters_per_file=4)
+    for day in days:
         for key in (keys.bronze, keys.silver, keys.gold):
             _materialize(defs, resources, instance, key, day)
-    _materialize(defs, resources, instance, keys.checkpoint, DAYS[0])
+    _materialize(defs, resources, instance, keys.checkpoint, days[0])
 
-    # Day 3 cannot skip day 2: days train in order.
-    gap = materialize_day(
-        defs, resources, instance, [keys.checkpoint], START + dt.timedelta(days=2), raise_on_error=False
-    )
-    assert not gap.success
-    (failure,) = [event for event in gap.all_events if event.event_type_value == "STEP_FAILURE"]
-    assert "materialize 2026-03-02 first" in failure.event_specific_data.error.message
-
-    second = _materialize(defs, resources, instance, keys.checkpoint, DAYS[1])
-    metadata = second.asset_materializations_for_node(keys.checkpoint.to_python_identifier())[0].metadata
-    assert metadata["parent_checkpoint"].value == DAYS[0].isoformat()
-    assert metadata["days_trained"].value == 2
-    first = (
-        instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=keys.checkpoint, asset_partitions=[DAYS[0].isoformat()]), limit=1
+    def stored(day: dt.date) -> dg.AssetMaterialization:
+        return (
+            instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=keys.checkpoint, asset_partitions=[day.isoformat()]), limit=1
+            )
+            .records[0]
+            .asset_materialization
         )
-        .records[0]
-        .asset_materialization
-    )
+
+    second = _materialize(defs, resources, instance, keys.checkpoint, days[1])
+    metadata = second.asset_materializations_for_node(keys.checkpoint.to_python_identifier())[0].metadata
+    first = stored(days[0])
+    assert metadata["parent_checkpoint"].value == days[0].isoformat()
     assert metadata["parent_sha256"].value == first.metadata["sha256"].value
+    assert metadata["days_trained"].value == 2 and metadata["skipped_partitions"].value == []
     assert first.metadata["parent_checkpoint"].value == "fresh"
-    assert metadata["steps_run"].value == spec.checkpoint.epochs_per_day
-    # Day 2 trains on the hours day 1 held out, then on its own hours before its hold-out.
+    assert metadata["steps_run"].value == spec.checkpoint.epochs
+    # Day 2 trains on the rows that became available since day 1's hold-out started, up to its own.
     lake = resources["lake"]
-    second_day = lake.read_days(lake.table_uri(*keys.table(keys.gold)), [DAYS[1]]).rows
-    own_hours = second_day[spec.target_column].notna().sum() - metadata["holdout_rows"].value
-    assert metadata["train_rows"].value == first.metadata["holdout_rows"].value + own_hours
+    gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), days[:2]).rows.dropna(subset=[spec.target_column])
+    since = pd.Timestamp(first.metadata["holdout_start"].value, unit="s", tz="UTC")
+    until = pd.Timestamp(metadata["holdout_start"].value, unit="s", tz="UTC")
+    assert metadata["train_rows"].value == gold["timestamp"].between(since, until, inclusive="left").sum()
+
+    # Day 4 without day 3: it continues from day 2, and says which day it skipped.
+    gap = _materialize(defs, resources, instance, keys.checkpoint, days[3])
+    skipped = gap.asset_materializations_for_node(keys.checkpoint.to_python_identifier())[0].metadata
+    assert skipped["parent_checkpoint"].value == days[1].isoformat()
+    assert skipped["skipped_partitions"].value == [days[2].isoformat()]
+    assert skipped["days_trained"].value == 3
     # Intermediate checkpoints are gone once the day's model is stored.
     assert not list((tmp_path / "mlops" / "checkpoints").rglob("*.ckpt"))
+
+
+def test_the_network_learns_in_any_unit(tmp_path, spec) -> None:
+    """The same readings in Wh instead of kWh: a standardised target gives the same forecasts,
+    scaled, where a raw one would learn a different (and far worse) network."""
+    rng = np.random.default_rng(5)
+    rows = pd.DataFrame({"x": rng.normal(size=400), "z": rng.normal(size=400)})
+    rows["kwh"] = 2.0 + 0.8 * rows["x"] - 0.3 * rows["z"]
+    in_wh = rows.assign(kwh=rows["kwh"] * 1000)
+    models = []
+    for frame in (rows, in_wh):
+        trainer = make_trainer(
+            "mlp", "kwh", {"hidden_layer_sizes": [8], "learning_rate_init": 0.01, "batch_size": 32}, seed=3
+        )
+        training = train_day(
+            trainer,
+            TrainingState(model=trainer.fresh(["x", "z"], frame), step=0),
+            frame,
+            START,
+            steps=60,
+            checkpoint_every=100,
+        )
+        models.append(training.model)
+    kwh, wh = models[0].predict(rows), models[1].predict(in_wh)
+    assert wh / 1000 == pytest.approx(kwh, rel=1e-6)
+    assert np.abs(kwh - rows["kwh"]).mean() < 0.2 * rows["kwh"].std()
 
 
 def test_a_killed_training_resumes_from_its_last_checkpoint_and_ends_with_the_same_model(
@@ -190,7 +222,7 @@ def test_a_killed_training_resumes_from_its_last_checkpoint_and_ends_with_the_sa
             dg.build_input_context(
                 asset_key=keys.checkpoint,
                 partition_key=day.isoformat(),
-                asset_partitions_def=daily_partitions(spec),
+                asset_partitions_def=partitions_def(spec),
                 instance=instance,
             )
         )
@@ -198,7 +230,8 @@ def test_a_killed_training_resumes_from_its_last_checkpoint_and_ends_with_the_sa
     parent_model = stored(DAYS[0])
     lake = resources["lake"]
     gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), DAYS).rows
-    train, holdout, _ = day_rows(gold, spec, DAYS[1], parent_model.holdout_start)
+    window = (max(spec.start_date, DAYS[1] - dt.timedelta(days=spec.model.training_window - 1)), DAYS[1])
+    train, holdout, _ = new_rows(gold, spec, window, parent_model)
     trainer = make_trainer(spec.checkpoint.family, spec.target_column, spec.checkpoint.params, spec.checkpoint.seed)
     uninterrupted = train_day(
         trainer, TrainingState(model=parent_model.model, step=0), train, DAYS[1], steps=EPOCHS, checkpoint_every=EVERY

@@ -10,16 +10,24 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from mlops_assets.cli import main
+from mlops_assets.datasets.keys import DatasetKeys
+from mlops_assets.datasets.spec import load_spec
+from mlops_assets.definitions import build_definitions
+from mlops_assets.landing.simulate import simulate
+from mlops_assets.profiles import local_resources
+from mlops_assets_tests.conftest import materialize_day
 
 
 def test_demo_runs_end_to_end_and_summarizes(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "mlops"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    result = CliRunner().invoke(main, ["demo", "--reset", "--days", "3", "--meters", "4", "--bad-files", "1"])
+    result = CliRunner().invoke(main, ["demo", "--reset", "--days", "4", "--meters", "12", "--bad-files", "1"])
     assert result.exit_code == 0, result.output
     table = {
         line.split()[0]: line.split()[1:]
@@ -29,15 +37,21 @@ def test_demo_runs_end_to_end_and_summarizes(tmp_path: Path, monkeypatch) -> Non
         )
     }
     every_day = ["landing/smart_meter", "bronze/smart_meter", "silver/smart_meter", "gold/smart_meter_features"]
-    assert all(table[asset][0] == "3" for asset in every_day)
-    assert table["models/smart_meter_forecaster"][0] == "3"
-    assert table["models/smart_meter_checkpoint"][0] == "3"
-    # The first day is scored by no one: its model is released after the day's scoring.
-    assert table["serving/smart_meter_predictions"][0] == "2"
-    assert table["monitoring/smart_meter_drift"][0] == "2"
+    assert all(table[asset][0] == "4" for asset in every_day)
+    for asset in ("models/smart_meter_forecaster", "models/smart_meter_checkpoint", "registry/smart_meter_forecaster"):
+        assert table[asset][0] == "4"
+    # Each day's gate decision against the seasonal-naive forecast is in the summary; the first
+    # day has no day before it to compare with and is refused.
+    gates = [line.split()[0] for line in result.output.splitlines() if line.startswith("  2026-")]
+    decisions = [line for line in result.output.splitlines() if line.startswith("  2026-")]
+    assert len(gates) == 4 and "refused: no seasonal-naive forecast" in decisions[0]
+    passed = [index for index, line in enumerate(decisions) if "  passed (" in line]
+    assert passed, result.output
+    # A day is scored by the champion for the day before: the days after the first that passed.
+    assert table["serving/smart_meter_predictions"][0] == str(4 - passed[0] - 1)
+    assert f"{len(passed)} of 4 passed the gate" in result.output
     assert "@champion: v" in result.output
     assert "Quarantined files: 1" in result.output
-    assert "Models: 3" in result.output
 
 
 def test_more_bad_files_than_days_is_refused(tmp_path: Path, monkeypatch) -> None:
@@ -75,3 +89,57 @@ def test_a_terminated_supervisor_takes_its_child_with_it(tmp_path: Path) -> None
     assert parent.wait(timeout=30) != 0
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)
+
+
+def test_check_prints_one_line_per_problem_and_fails(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "name: broken\nstart_date: 2026-01-01\nfrequency: 1h\n"
+        "landing: {prefix: b, path_pattern: '{yyyy}/{mm}/{dd}/{name}', formats: [csv]}\n"
+        "columns: {id: string, at: timestamp, value: decimal}\n"
+        "timestamp_column: at\nentity_column: id\ntarget_column: value\n"
+        "features: {lags: [1h]}\nmodel: {family: ridge, trainig_window: 7d}\n"
+    )
+    result = CliRunner().invoke(main, ["check", str(broken)])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0].startswith("smart_meter.yaml: ok (smart_meter, every 1h, daily partitions)")
+    assert "broken.yaml: model.trainig_window: unknown field (expected one of: family, params, seed, " in result.output
+    assert "broken.yaml: columns.value: unknown type 'decimal'" in result.output
+    assert "Traceback" not in result.output
+    assert lines[-1] == "Error: 2 problem(s) in 2 spec(s)"
+
+
+def test_a_file_quarantined_for_a_spec_mistake_is_replayed_after_the_fix(tmp_path: Path, monkeypatch, spec) -> None:
+    """A spec that names its target wrongly quarantines every file; after the fix, `mlops quarantine
+    replay` puts the files back where the sensor finds them, and they land in bronze."""
+    home = tmp_path / "mlops"
+    monkeypatch.setenv("MLOPS_PROFILE", "local")
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    day = spec.start_date
+    resources = local_resources(home)
+    report = simulate(resources["landing"], spec, day, days=1, meters=4, meters_per_file=2)
+    typo = dict(spec.raw, target_column="kwh_reading", columns={**spec.raw["columns"], "kwh_reading": "float"})
+    typo_path = tmp_path / "smart_meter.yaml"
+    typo_path.write_text(yaml.safe_dump(typo))
+    wrong = load_spec(typo_path)
+    with dg.instance_for_test() as instance:
+        materialize_day(build_definitions([wrong], resources), resources, instance, [DatasetKeys(wrong).bronze], day)
+        listed = CliRunner().invoke(main, ["quarantine", "list"])
+        assert listed.exit_code == 0, listed.output
+        assert f"{len(report.files)} quarantined file version(s) of smart_meter" in listed.output
+        assert "missing required column(s) ['kwh_reading']" in listed.output
+        assert resources["landing"].list_dataset(spec) == []
+
+        replayed = CliRunner().invoke(main, ["quarantine", "replay", "smart_meter", "--day", day.isoformat()])
+        assert replayed.exit_code == 0, replayed.output
+        assert f"{len(report.files)} file(s) back in the landing zone" in replayed.output
+        assert resources["landing"].quarantined(spec) == []
+        back = resources["landing"].list_dataset(spec)
+        assert sorted(file.path for file in back) == sorted(file.path for file in report.files)
+
+        keys = DatasetKeys(spec)
+        defs = build_definitions([spec], resources)
+        materialize_day(defs, resources, instance, [keys.bronze], day)
+        lake = resources["lake"]
+        assert lake.count_rows(lake.table_uri(*keys.table(keys.bronze))) == report.records

@@ -42,8 +42,19 @@ def test_definitions_hold_every_layer_check_sensor_and_job(defs, spec) -> None:
     }
     assert {schedule.name for schedule in defs.schedules} == {"smart_meter_nightly_retrain"}
     for candidate in keys.candidates:
-        gates = [check for check in defs.resolve_assets_def(candidate).check_specs if check.blocking]
+        release = keys.release(candidate)
+        gates = [check for check in graph.asset_check_keys if check.asset_key == release]
         assert [check.name for check in gates] == ["beats_champion"]
+        # The gate records the decision; a refused candidate keeps the champion before it, so
+        # nothing downstream is blocked.
+        assert not graph.get(gates[0]).blocking
+        # Each decision depends on its candidate and on the decision for the partition before.
+        assert graph.get(release).parent_keys == {candidate, release}
+    # A model's whole training window is a dependency, not its own day only.
+    window = graph.get(keys.forecaster).partition_mappings[keys.gold]
+    assert (window.start_offset, window.end_offset) == (-(spec.model.training_window - 1), 0)
+    # The champion that scores a day is the registry's decision for the day before.
+    assert graph.get(keys.predictions).parent_keys == {keys.gold, keys.release(keys.forecaster)}
     assert defs.resolve_job_def("smart_meter_lifecycle").partitions_def == graph.get(keys.bronze).partitions_def
     assert isinstance(graph.get(keys.gold).automation_condition, dg.AutomationCondition)
 

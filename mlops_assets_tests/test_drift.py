@@ -1,5 +1,6 @@
-"""Drift monitoring: PSI and KS against the champion's training window, and the sensor that
-requests retraining for a drifted day only."""
+"""Drift monitoring: a scored day against the hold-out of the model that scored it. Normal days
+do not drift, a heat wave does, and the sensor asks for one retraining once enough recent days
+drifted, never while one is still in flight."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from mlops_assets_tests.conftest import materialize_day
 
 START = dt.date(2026, 4, 6)
 NORMAL = [START + dt.timedelta(days=offset) for offset in range(8)]
-DRIFTED = NORMAL[-1] + dt.timedelta(days=1)
+HEATWAVE = [NORMAL[-1] + dt.timedelta(days=offset) for offset in range(1, 4)]
 
 
 def test_psi_and_ks_are_zero_for_the_same_sample_and_grow_with_a_shift() -> None:
@@ -31,10 +32,10 @@ def test_psi_and_ks_are_zero_for_the_same_sample_and_grow_with_a_shift() -> None
     assert ks(reference, small) < ks(reference, large)
 
 
-def _write_drifted_day(resources, spec, template: pd.DataFrame, day: dt.date) -> None:
-    """A heat wave: the same meters a day later, 25 degrees warmer and using three times the power."""
+def _write_heatwave(resources, spec, template: pd.DataFrame, day: dt.date) -> None:
+    """A heat wave: the same meters on ``day``, 25 degrees warmer and using three times the power."""
     rows = template[[spec.entity_column, spec.timestamp_column, spec.target_column, "temperature"]].copy()
-    rows[spec.timestamp_column] = rows[spec.timestamp_column] + pd.Timedelta(days=1)
+    rows[spec.timestamp_column] = rows[spec.timestamp_column] + pd.Timedelta(days=(day - NORMAL[-1]).days)
     rows[spec.target_column] = rows[spec.target_column] * 3
     rows["temperature"] = rows["temperature"] + 25
     rows[spec.timestamp_column] = rows[spec.timestamp_column].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -42,38 +43,62 @@ def _write_drifted_day(resources, spec, template: pd.DataFrame, day: dt.date) ->
     resources["landing"].write_bytes(path, rows.to_csv(index=False).encode())
 
 
-def test_drift_sensor_requests_retraining_for_the_drifted_day_only(tmp_path, spec, instance, mlflow_tracking) -> None:
+def _report(instance, keys, day: dt.date) -> dict:
+    (record,) = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=keys.drift, asset_partitions=[day.isoformat()]), limit=1
+    ).records
+    return {name: value.value for name, value in record.asset_materialization.metadata.items()}
+
+
+def test_normal_days_do_not_drift_a_heat_wave_does_and_retraining_waits_for_three(
+    tmp_path, spec, instance, mlflow_tracking
+) -> None:
     resources = {**local_resources(tmp_path / "mlops"), "mlflow_tracking": mlflow_tracking}
     keys = DatasetKeys(spec)
     defs = build_definitions([spec], resources)
-    simulate(resources["landing"], spec, START, days=len(NORMAL), meters=8, meters_per_file=4, dirty_share=0)
-    for day in NORMAL:
-        materialize_day(defs, resources, instance, [keys.bronze, keys.silver, keys.gold], day)
-    materialize_day(defs, resources, instance, [keys.forecaster, keys.release(keys.forecaster)], NORMAL[-2])
+    simulate(resources["landing"], spec, START, days=len(NORMAL), meters=12, meters_per_file=6, dirty_share=0)
     lake = resources["lake"]
+    lifecycle = [keys.bronze, keys.silver, keys.gold, keys.forecaster, keys.release(keys.forecaster)]
+    for day in NORMAL:
+        materialize_day(defs, resources, instance, lifecycle, day)
     template = lake.read_days(lake.table_uri(*keys.table(keys.silver)), [NORMAL[-1]]).rows
-    _write_drifted_day(resources, spec, template, DRIFTED)
-    materialize_day(defs, resources, instance, [keys.bronze, keys.silver, keys.gold], DRIFTED)
-    for day in (NORMAL[-1], DRIFTED):
+    for day in NORMAL[-4:]:
         materialize_day(defs, resources, instance, [keys.predictions, keys.drift], day)
-
-    reports = {
-        record.asset_materialization.partition: record.asset_materialization.metadata
-        for record in instance.fetch_materializations(keys.drift, limit=10).records
-    }
-    assert reports[NORMAL[-1].isoformat()]["drifted"].value is False
-    assert reports[DRIFTED.isoformat()]["drifted"].value is True
-    assert "temperature" in reports[DRIFTED.isoformat()]["drifted_columns"].value
+    for day in NORMAL[-4:]:
+        report = _report(instance, keys, day)
+        assert report["judged"] and not report["drifted"], (day, report["reason"])
+        assert report["error_ratio"] < spec.monitoring.error_ratio
 
     sensor = defs.resolve_sensor_def(f"{spec.name}_drift_sensor")
-    with dg.build_sensor_context(instance=instance, definitions=defs) as context:
-        result = sensor(context)
-    (request,) = result.run_requests
-    assert request.partition_key == DRIFTED.isoformat()
-    assert request.tags[TRIGGER_TAG] == "drift"
-    assert f"drift on {DRIFTED}" in request.tags[REASON_TAG] and "temperature psi" in request.tags[REASON_TAG]
-    assert sensor.job_name == retrain_job_name(spec)
 
-    with dg.build_sensor_context(instance=instance, definitions=defs, cursor=result.cursor) as context:
-        again = sensor(context)
-    assert not again.run_requests, "a drift result is acted on once"
+    def tick(cursor: str | None) -> dg.SensorResult:
+        with dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor) as context:
+            return sensor(context)
+
+    cursor = None
+    for index, day in enumerate(HEATWAVE):
+        _write_heatwave(resources, spec, template, day)
+        materialize_day(defs, resources, instance, lifecycle, day)
+        materialize_day(defs, resources, instance, [keys.predictions, keys.drift], day)
+        report = _report(instance, keys, day)
+        assert report["drifted"], report
+        assert "temperature" in report["drifted_columns"] and "times the model's hold-out error" in report["reason"]
+        result = tick(cursor)
+        cursor = result.cursor
+        if index < spec.monitoring.retrain_after_drifted - 1:
+            assert not result.run_requests, f"{index + 1} drifted day(s) are not yet a reason to retrain"
+    (request,) = result.run_requests
+    assert request.partition_key == HEATWAVE[-1].isoformat()
+    assert request.tags[TRIGGER_TAG] == "drift"
+    assert f"3 of the last 7 judged days drifted; latest: drift on {HEATWAVE[-1]}" in request.tags[REASON_TAG]
+    assert sensor.job_name == retrain_job_name(spec)
+    assert not tick(cursor).run_requests, "a drift result is acted on once"
+
+    # Another drifted day while a retraining is still queued: no second request.
+    instance.create_run_for_job(defs.resolve_job_def(retrain_job_name(spec)), status=dg.DagsterRunStatus.STARTED)
+    later = HEATWAVE[-1] + dt.timedelta(days=1)
+    _write_heatwave(resources, spec, template, later)
+    materialize_day(defs, resources, instance, lifecycle, later)
+    materialize_day(defs, resources, instance, [keys.predictions, keys.drift], later)
+    held = tick(cursor)
+    assert not held.run_requests and "still in flight" in held.skip_reason.skip_message

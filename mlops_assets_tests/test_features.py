@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_assets.datasets.spec import QualityRule
+from mlops_assets.datasets.spec import QualityRule, parse_spec
 from mlops_assets.lakehouse.features import build_features, feature_columns
 from mlops_assets.lakehouse.quality import apply_rules
 
@@ -70,3 +70,56 @@ def test_rules_warn_drop_and_report_failures() -> None:
         "temperature_plausible": 2,
     }
     assert all(outcome.rows_checked == 4 for outcome in outcomes)
+
+
+def _series_spec(spec, frequency: str, lags: list[str], rolling: list[str], partitions: str = "daily"):
+    """The bundled spec turned into a series measured every ``frequency``."""
+    raw = dict(spec.raw)
+    raw.update(frequency=frequency, partitions=partitions)
+    raw["features"] = {"lags": lags, "rolling_means": rolling, "calendar": ["month"]}
+    raw["model"] = {**raw["model"], "training_window": "12mo" if partitions == "monthly" else "7d"}
+    raw["quality"] = []
+    if partitions == "monthly":
+        raw["landing"] = {**raw["landing"], "path_pattern": "{yyyy}/{mm}/{name}"}
+    return parse_spec(raw)
+
+
+def test_a_monthly_lag_finds_last_month_whatever_its_length(spec) -> None:
+    monthly = _series_spec(spec, "1mo", ["1mo"], ["2mo"], partitions="monthly")
+    months = pd.date_range("2025-01-01", periods=15, freq="MS", tz="UTC")
+    silver = pd.DataFrame(
+        {
+            "meter_id": "M1",
+            "timestamp": months.astype("datetime64[us, UTC]"),
+            "kwh": np.arange(15, dtype=float),
+            "temperature": 1.0,
+            "event_date": [stamp.date() for stamp in months],
+        }
+    )
+    march = dt.date(2026, 3, 1)
+    (row,) = build_features(silver, march, monthly).to_dict("records")
+    assert row["kwh"] == 14.0
+    assert row["kwh_lag_1mo"] == 13.0, "February is 28 days long: a 30-day lag would miss it"
+    assert row["kwh_lag_12mo"] == 2.0, "the season (a year) is a lag of its own"
+    assert row["kwh_mean_2mo"] == pytest.approx((12 + 13) / 2)
+    assert feature_columns(monthly) == ["kwh_lag_1mo", "kwh_lag_12mo", "kwh_mean_2mo", "month"]
+
+
+def test_a_daily_series_names_its_lags_in_days_and_finds_them(spec) -> None:
+    daily = _series_spec(spec, "1d", ["1d", "2d"], ["3d"])
+    days = pd.date_range("2026-01-01", periods=10, freq="D", tz="UTC")
+    # Readings taken at noon: the day's period holds them wherever in the day they fall.
+    stamps = days + pd.Timedelta(hours=12)
+    silver = pd.DataFrame(
+        {
+            "meter_id": "M1",
+            "timestamp": stamps.astype("datetime64[us, UTC]"),
+            "kwh": np.arange(10, dtype=float) * 10,
+            "temperature": 1.0,
+            "event_date": [stamp.date() for stamp in days],
+        }
+    )
+    (row,) = build_features(silver, dt.date(2026, 1, 9), daily).to_dict("records")
+    assert row["kwh_lag_1d"] == 70.0 and row["kwh_lag_2d"] == 60.0 and row["kwh_lag_7d"] == 10.0
+    assert row["kwh_mean_3d"] == pytest.approx(60.0)
+    assert "kwh_lag_24h" not in feature_columns(daily)

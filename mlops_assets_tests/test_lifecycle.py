@@ -15,16 +15,17 @@ import pytest
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.landing.simulate import simulate
+from mlops_assets.ml.release import decision_for
 from mlops_assets.storage.object_store import unseal
 from mlops_assets_tests.conftest import materialize_day, run_lifecycle
 
 START = dt.date(2026, 1, 1)
-DAYS = [START + dt.timedelta(days=offset) for offset in range(3)]
+DAYS = [START + dt.timedelta(days=offset) for offset in range(4)]
 
 
 @pytest.fixture
 def lifecycle(defs, resources, instance, spec):
-    simulate(resources["landing"], spec, START, days=len(DAYS), meters=6, meters_per_file=3, dirty_share=0.03)
+    simulate(resources["landing"], spec, START, days=len(DAYS), meters=12, meters_per_file=6, dirty_share=0.03)
     results = [run_lifecycle(defs, spec, instance, day) for day in DAYS]
     return results
 
@@ -39,11 +40,18 @@ def test_every_layer_has_every_day(lifecycle, resources, instance, spec) -> None
     lake = resources["lake"]
     for key in (keys.bronze, keys.silver, keys.gold):
         assert lake.days(lake.table_uri(*keys.table(key))) == DAYS
-    for key in (keys.bronze, keys.silver, keys.gold, keys.forecaster):
+    for key in (keys.bronze, keys.silver, keys.gold, keys.forecaster, keys.release(keys.forecaster)):
         assert instance.get_materialized_partitions(key) == {day.isoformat() for day in DAYS}
-    # A day is scored by the champion as it is when the day is scored: the first day had none yet.
-    assert lake.days(lake.table_uri(*keys.table(keys.predictions))) == DAYS[1:]
-    scored_gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), DAYS[1:]).rows
+    # A day is scored by the champion for the day before it. The first day's candidate has no
+    # seasonal-naive forecast to beat (no 24h lag yet) and is refused; the days after the first
+    # day with a champion are scored, the others are not.
+    release = keys.release(keys.forecaster)
+    champions = [decision_for(instance, release, day.isoformat()).champion for day in DAYS]
+    assert champions[0] is None
+    first = next(index for index, champion in enumerate(champions) if champion is not None)
+    assert first < len(DAYS) - 1, "some day must be scored for this test to mean anything"
+    assert lake.days(lake.table_uri(*keys.table(keys.predictions))) == DAYS[first + 1 :]
+    scored_gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), DAYS[first + 1 :]).rows
     assert lake.count_rows(lake.table_uri(*keys.table(keys.predictions))) == len(scored_gold)
     silver = lake.read_days(lake.table_uri(*keys.table(keys.silver)), DAYS).rows
     assert not silver.duplicated([spec.entity_column, spec.timestamp_column]).any()
@@ -62,7 +70,10 @@ def test_model_metadata_is_the_experiment_record(lifecycle, defs, resources, mlf
     (table,) = metadata["input_tables"].value
     assert table["uri"] == resources["lake"].table_uri("gold", f"{spec.name}_features")
     assert table["version"] == gold_version == metadata["gold_version"].value
-    assert table["days"] == [DAYS[0].isoformat(), DAYS[-1].isoformat()]
+    # Every day of the window, with the rows it held when the model was trained.
+    gold = resources["lake"].read_days(table["uri"], DAYS, version=table["version"]).rows
+    assert table["partitions"] == {day.isoformat(): int((gold["event_date"] == day).sum()) for day in DAYS}
+    assert table["missing"] == [] and metadata["window_partitions_with_data"].value == len(DAYS)
     assert (
         metadata["code_version"].value == defs.resolve_assets_def(keys.forecaster).code_versions_by_key[keys.forecaster]
     )
@@ -107,25 +118,28 @@ def test_model_metrics_are_the_error_on_its_held_out_hours(lifecycle, resources,
     with_lag = held_out["kwh_lag_24h"].notna()
     naive_error = (held_out["kwh"] - held_out["kwh_lag_24h"]).abs()[with_lag]
     assert metadata["skill"].value == pytest.approx(1 - error[with_lag].mean() / naive_error.mean())
-    assert metadata["skill"].value > 0
+    assert metadata["mae_seasonal_naive"].value == pytest.approx(naive_error.mean())
 
 
-def test_predictions_name_their_model_and_flag_training_hours(lifecycle, resources, mlflow_tracking, spec) -> None:
+def test_predictions_are_made_by_the_champion_of_the_day_before(lifecycle, resources, instance, spec) -> None:
     keys = DatasetKeys(spec)
     lake = resources["lake"]
     predictions = lake.read_days(lake.table_uri(*keys.table(keys.predictions)), [DAYS[-1]]).rows
     day_metadata = _materialization(lifecycle[-1], keys.predictions).metadata
-    version = mlflow_tracking.registry().get(spec.gate.model_name, day_metadata["model_version"].value)
-    # The version that scored the last day was released from an earlier day's forecaster.
-    assert version.tag("asset_key") == keys.forecaster.to_user_string()
-    assert version.tag("partition") < DAYS[-1].isoformat()
-    assert set(predictions["model_version"]) == {version.version}
-    assert set(predictions["mlflow_run_id"]) == {version.run_id}
-    assert (predictions["in_training"] == (predictions["timestamp"] < version.trained_until)).all()
-    unseen = predictions[~predictions["in_training"]]
-    assert len(unseen) > 0
-    assert day_metadata["out_of_sample_rows"].value == len(unseen)
-    assert day_metadata["day_mae"].value == pytest.approx((unseen["kwh"] - unseen["prediction"]).abs().mean())
+    champion = decision_for(instance, keys.release(keys.forecaster), DAYS[-2].isoformat()).champion
+    assert set(predictions["model"]) == {champion.label} == {day_metadata["model"].value}
+    assert set(predictions["model_uri"]) == {champion.model_uri}
+    assert set(predictions["mlflow_run_id"]) == {champion.run_id}
+    # The champion was fitted on days before this one only: every row is a true forecast.
+    assert DAYS[-1].isoformat() not in champion.trained_partitions
+    assert not predictions["in_training"].any()
+    assert day_metadata["out_of_sample_rows"].value == len(predictions)
+    assert day_metadata["day_mae"].value == pytest.approx((predictions["kwh"] - predictions["prediction"]).abs().mean())
+    # Scored by that very model: it predicts the same values when loaded from MLflow.
+    gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), [DAYS[-1]]).rows
+    model = mlflow.pyfunc.load_model(champion.model_uri)
+    scored = gold.assign(expected=model.predict(gold)).merge(predictions, on=["meter_id", "timestamp"])
+    assert scored["expected"].to_numpy() == pytest.approx(scored["prediction"].to_numpy())
 
 
 def _drop_rows_without_meter(resources, spec, day: dt.date) -> None:
@@ -157,11 +171,10 @@ def test_a_new_bronze_day_is_pushed_downstream_in_one_tick(defs, resources, inst
     simulate(resources["landing"], spec, DAYS[1], days=1, meters=2, meters_per_file=2, dirty_share=0.0)
     materialize_day(defs, resources, instance, [keys.bronze], DAYS[1])
     pushed = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=initial.cursor)
-    assert pushed.get_requested_partitions(keys.silver) == {DAYS[1].isoformat()}
-    # The next day's features look back on this one, so it is asked for too; with no
-    # data of its own it builds nothing (see the test below).
-    for key in (keys.gold, keys.forecaster, keys.predictions):
-        assert pushed.get_requested_partitions(key) == {DAYS[1].isoformat(), DAYS[2].isoformat()}
+    # The next days' features and models look back on this day, but with no data of their
+    # own they have nothing to build: no run is launched for them.
+    for key in (keys.silver, keys.gold, keys.forecaster, keys.release(keys.forecaster), keys.predictions):
+        assert pushed.get_requested_partitions(key) == {DAYS[1].isoformat()}, key
 
     settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=pushed.cursor)
     assert settled.total_requested == 0

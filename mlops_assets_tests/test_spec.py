@@ -58,7 +58,9 @@ def test_target_must_be_numeric(raw: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("pattern", "complaint"),
     [
-        ("{yyyy}/{mm}/{name}", "must contain {dd} exactly once"),
+        ("{yyyy}/{mm}/{name}", "must contain {dd} for daily partitions"),
+        ("{yyyy}/{mm}/{dd}/{dd}/{name}", "must contain {dd} at most once"),
+        ("{yyyy}/{dd}/{name}", "must contain {mm} exactly once"),
         ("{yyyy}/{mm}/{dd}/{name}/{yyyy}", "must contain {yyyy} exactly once"),
         ("{yyyy}/{mm}/{dd}/{name}.csv", "must end with the segment {name}"),
         ("/{yyyy}/{mm}/{dd}/{name}", "must be a relative path"),
@@ -94,7 +96,64 @@ def test_unknown_model_family_is_reported(raw: dict[str, Any]) -> None:
 
 def test_bad_lag_duration_is_reported(raw: dict[str, Any]) -> None:
     raw["features"]["lags"] = ["1h", "yesterday"]
-    assert "features.lags: 'yesterday' is not a duration" in _error(raw)
+    assert "features.lags: 'yesterday' is not a length such as 15min, 1h, 1d, 1w, 1mo or 1y" in _error(raw)
+
+
+def test_a_lag_must_be_a_whole_number_of_periods(raw: dict[str, Any]) -> None:
+    raw["features"]["lags"] = ["90min"]
+    assert "features.lags: 90min is not a whole number of 1h periods" in _error(raw)
+    raw["features"]["lags"] = ["1mo"]
+    assert "features.lags: 1mo cannot be counted in 1h periods" in _error(raw)
+
+
+def test_the_frequency_is_required(raw: dict[str, Any]) -> None:
+    del raw["frequency"]
+    assert _error(raw).startswith("broken.yaml: frequency: is missing: say how often the series is measured")
+
+
+def test_the_season_is_always_a_lag_and_names_say_their_length(raw: dict[str, Any]) -> None:
+    raw["features"]["lags"] = ["1h", "2h"]
+    spec = parse_spec(raw)
+    assert [lag.label for lag in spec.features.lags] == ["1h", "2h", "1d"]
+    raw["features"]["lags"] = ["1h", "24h"]
+    assert [lag.label for lag in parse_spec(raw).features.lags] == ["1h", "24h"], "24h is the 1d season already"
+
+
+def test_a_typo_in_a_field_name_is_reported_with_every_other_problem(raw: dict[str, Any]) -> None:
+    raw["model"]["trainig_window"] = "7d"
+    raw["monitoring"]["psi_treshold"] = 1.0
+    raw["columns"]["kwh"] = "decimal128"
+    with pytest.raises(SpecError) as caught:
+        parse_spec(raw, source="broken.yaml")
+    assert caught.value.problems == [
+        "broken.yaml: model.trainig_window: unknown field (expected one of: family, params, seed, "
+        "training_window, holdout_fraction)",
+        "broken.yaml: monitoring.psi_treshold: unknown field (expected one of: psi_threshold, ks_threshold, "
+        "drifted_share, error_ratio, bins, min_rows, retrain_after_drifted, retrain_window)",
+        "broken.yaml: columns.kwh: unknown type 'decimal128' (expected one of: string, int, float, bool, "
+        "timestamp, date)",
+    ]
+    assert str(caught.value) == "\n".join(caught.value.problems)
+
+
+def test_columns_that_differ_only_in_case_are_refused(raw: dict[str, Any]) -> None:
+    raw["columns"]["KWH"] = "float"
+    assert "columns: ['KWH', 'kwh'] differ only in case" in _error(raw)
+
+
+def test_monthly_partitions_take_a_pattern_without_a_day_and_a_window_in_months(raw: dict[str, Any]) -> None:
+    raw.update(partitions="monthly", frequency="1mo", start_date="2026-01-15")
+    raw["landing"]["path_pattern"] = "{yyyy}-{mm}/{name}"
+    raw["features"] = {"lags": ["1mo", "2mo"], "rolling_means": ["3mo"], "calendar": ["month"]}
+    raw["model"]["training_window"] = "2y"
+    del raw["checkpoint"]
+    raw["quality"] = [rule for rule in raw["quality"] if "event_date" not in rule["expr"]]
+    spec = parse_spec(raw)
+    assert spec.start_date == dt.date(2026, 1, 1), "a monthly partition starts on the first"
+    assert spec.model.training_window == 24
+    assert [lag.label for lag in spec.features.lags] == ["1mo", "2mo", "12mo"]
+    raw["model"]["training_window"] = "10d"
+    assert "model.training_window: 10d is not a whole number of months" in _error(raw)
 
 
 def test_load_spec_reports_invalid_yaml(tmp_path) -> None:
@@ -121,6 +180,11 @@ def test_path_pattern_matches_days_and_refuses_escapes() -> None:
     assert pattern.match("2026/02/30/batch.csv") is None
     assert pattern.match("2026/02/28/../batch.csv") is None
     assert pattern.match("2026/02/28/sub/batch.csv") is None
-    assert pattern.day_prefix(dt.date(2026, 3, 4)) == "2026/03/04/"
+    assert pattern.prefix(dt.date(2026, 3, 4)) == "2026/03/04/"
+    assert pattern.prefix(dt.date(2026, 3, 4), through="mm") == "2026/03/"
+    assert PathPattern("day={yyyy}-{mm}-{dd}/{name}").prefix(dt.date(2026, 3, 4), through="mm") == "day=2026-03-"
+    monthly = PathPattern("{yyyy}/{mm}/{name}")
+    assert monthly.match("2026/02/batch.csv").event_date == dt.date(2026, 2, 1)
+    assert monthly.path_for(dt.date(2026, 2, 17), "batch.csv") == "2026/02/batch.csv"
     with pytest.raises(PathPatternError):
         pattern.path_for(dt.date(2026, 3, 4), "../escape.csv")

@@ -31,7 +31,7 @@ def search_spec(spec: DatasetSpec) -> DatasetSpec:
     assert spec.tuning is not None
     return dataclasses.replace(
         spec,
-        model=dataclasses.replace(spec.model, training_window_days=WINDOW_DAYS),
+        model=dataclasses.replace(spec.model, training_window=WINDOW_DAYS),
         tuning=dataclasses.replace(spec.tuning, trials=TRIALS),
     )
 

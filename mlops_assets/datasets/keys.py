@@ -60,6 +60,20 @@ class DatasetKeys:
     def drift(self) -> dg.AssetKey:
         return dg.AssetKey(["monitoring", f"{self.spec.name}_drift"])
 
+    @property
+    def primary_upstream(self) -> dict[dg.AssetKey, dg.AssetKey]:
+        """For each automated asset, the upstream asset whose partition holds the partition's own
+        data: the asset has something to build for a partition only once that one exists."""
+        return {
+            self.silver: self.bronze,
+            self.gold: self.silver,
+            self.forecaster: self.gold,
+            self.checkpoint: self.gold,
+            **{self.release(candidate): candidate for candidate in self.candidates},
+            self.predictions: self.gold,
+            self.drift: self.predictions,
+        }
+
     def table(self, key: dg.AssetKey) -> tuple[str, str]:
         """The (layer, table) of the Delta table behind a data asset."""
         layer, table = key.path

@@ -24,11 +24,12 @@ import yaml
 from dagster._utils.schedules import is_valid_cron_string
 
 from mlops_assets.datasets.path_pattern import PathPattern, PathPatternError
+from mlops_assets.datasets.periods import GRAINS, Grain, Span, default_season
 
 COLUMN_TYPES = ("string", "int", "float", "bool", "timestamp", "date")
 FILE_FORMATS = ("csv", "jsonl", "parquet")
 RULE_ACTIONS = ("warn", "drop", "fail")
-CALENDAR_FEATURES = ("hour", "dayofweek", "dayofyear", "month", "is_weekend")
+CALENDAR_FEATURES = ("hour", "dayofweek", "dayofyear", "weekofyear", "month", "is_weekend")
 MODEL_FAMILIES = ("hist_gradient_boosting", "random_forest", "ridge")
 CHECKPOINT_FAMILIES = ("mlp",)
 GATE_METRICS = ("mae", "rmse", "wape", "r2", "skill")
@@ -49,7 +50,11 @@ PARTITION_COLUMN = "event_date"
 
 
 class SpecError(ValueError):
-    """A dataset spec is invalid; the message names the file and the field."""
+    """A dataset spec is invalid; the message names the file and the field, one line a problem."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
 @dataclass(frozen=True)
@@ -72,80 +77,107 @@ class QualityRule:
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """The gold feature recipe: target lags, trailing means, calendar and exogenous columns."""
+    """The gold feature recipe: target lags, trailing means, calendar and exogenous columns.
 
-    lags: tuple[pd.Timedelta, ...]
-    rolling_means: tuple[pd.Timedelta, ...]
+    Lags and windows are whole numbers of the series' periods. ``season`` is the lag of
+    the seasonal-naive forecast every model is measured against; it is always one of
+    ``lags`` (added when the spec does not list it).
+    """
+
+    lags: tuple[Span, ...]
+    rolling_means: tuple[Span, ...]
     calendar: tuple[str, ...]
     exogenous: tuple[str, ...]
+    season: Span
 
     @property
-    def lookback(self) -> pd.Timedelta:
-        """How far before a day's first row the features look."""
-        spans = [*self.lags, *self.rolling_means]
-        return max(spans) if spans else pd.Timedelta(0)
+    def spans(self) -> tuple[Span, ...]:
+        return (*self.lags, *self.rolling_means)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The forecaster: model family, its hyper-parameters and how it is trained."""
+    """The forecaster: model family, its hyper-parameters and how it is trained.
+
+    ``training_window`` is how many partitions (days, or months) ending on the model's
+    own partition it trains on; the latest ``holdout_fraction`` of their periods are held
+    out for its metrics and the gate.
+    """
 
     family: str
     params: Mapping[str, Any]
     seed: int
-    training_window_days: int
+    training_window: int
     holdout_fraction: float
 
 
 @dataclass(frozen=True)
 class CheckpointSpec:
-    """The continued-training model: trained day after day from the previous day's checkpoint.
+    """The continued-training model: each partition continues from the checkpoint before it.
 
-    Each day runs ``epochs_per_day`` passes over the day's training hours and stores an
-    intermediate checkpoint every ``checkpoint_every`` epochs, from which a killed or
-    retried run resumes.
+    Each partition runs ``epochs`` passes over the rows that became available for
+    training since its parent checkpoint, and stores an intermediate checkpoint every
+    ``checkpoint_every`` epochs, from which a killed or retried run resumes.
     """
 
     family: str
     params: Mapping[str, Any]
     seed: int
-    epochs_per_day: int
+    epochs: int
     checkpoint_every: int
 
 
 @dataclass(frozen=True)
 class GateSpec:
-    """When a candidate model may replace the champion in the registry.
+    """When a candidate model may become the champion.
 
-    ``metric`` compares candidate and champion on the same hold-out: the candidate is
-    refused when it is worse than the champion by more than ``margin`` (a fraction of
-    the champion's value). ``thresholds`` are absolute bounds any candidate must meet,
-    as ``{metric: {min: x, max: y}}``.
+    A candidate passes when it beats the seasonal-naive forecast on its hold-out (skill
+    above ``min_skill``), meets the absolute ``thresholds`` (``{metric: {min: x, max: y}}``),
+    and is not worse than the champion it would replace by more than ``margin`` (a
+    fraction of the champion's ``metric``), both scored on the same hold-out rows. With
+    ``dry_run`` the decision is recorded and no alias moves. The forecaster registers as
+    ``model_name``, the checkpoint model as ``checkpoint_model_name``.
     """
 
     model_name: str
+    checkpoint_model_name: str
     metric: str
     margin: float
+    min_skill: float
     thresholds: Mapping[str, Mapping[str, float]]
+    dry_run: bool
 
 
 @dataclass(frozen=True)
 class MonitoringSpec:
-    """Drift of a day's features and predictions against the champion's training window."""
+    """Drift of a partition's features, predictions and errors against the scoring model's
+    own hold-out.
+
+    A column drifted when its PSI passes ``psi_threshold`` and its KS statistic passes
+    ``ks_threshold``; a partition drifted when at least ``drifted_share`` of the monitored
+    features drifted, the predictions drifted, or its error grew ``error_ratio`` times the
+    model's hold-out error. Partitions with fewer than ``min_rows`` rows are not judged.
+    Retraining is requested when ``retrain_after_drifted`` of the last ``retrain_window``
+    judged partitions drifted.
+    """
 
     psi_threshold: float
     ks_threshold: float
     bins: int
+    min_rows: int
+    drifted_share: float
+    error_ratio: float
+    retrain_after_drifted: int
+    retrain_window: int
 
 
 @dataclass(frozen=True)
 class ScheduleSpec:
-    """Nightly retraining and the scheduled backfill, as cron expressions in ``timezone``."""
+    """Nightly retraining and the scheduled gap backfill, as cron expressions in ``timezone``."""
 
     timezone: str
     retrain_cron: str
     backfill_cron: str
-    backfill_days: int
 
 
 @dataclass(frozen=True)
@@ -175,6 +207,8 @@ class DatasetSpec:
     name: str
     description: str
     start_date: dt.date
+    frequency: Span
+    grain: Grain
     landing: LandingSpec
     columns: Mapping[str, str]
     timestamp_column: str
@@ -220,51 +254,93 @@ def load_spec(path: str | Path) -> DatasetSpec:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        raise SpecError(f"{path.name}: not valid YAML: {error}") from error
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise SpecError(f"{path.name}: not valid YAML{where}: {first_line}") from error
     return parse_spec(raw, source=path.name)
 
 
+TOP_LEVEL_FIELDS = (
+    "name",
+    "description",
+    "start_date",
+    "frequency",
+    "partitions",
+    "landing",
+    "columns",
+    "timestamp_column",
+    "entity_column",
+    "target_column",
+    "quality",
+    "features",
+    "model",
+    "checkpoint",
+    "registry",
+    "monitoring",
+    "schedules",
+    "tuning",
+)
+
+
 def parse_spec(raw: Any, source: str = "<memory>") -> DatasetSpec:
-    """Validate a spec already read from YAML into plain Python values."""
+    """Validate a spec already read from YAML into plain Python values.
+
+    Every section is checked, so one :class:`SpecError` lists every problem found, one
+    line each (``<file>: <field>: <what is wrong>``).
+    """
     reader = _Reader(source)
     top = reader.mapping(raw, "spec")
-    name = reader.identifier(top, "name")
-    columns = reader.mapping(top.get("columns"), "columns")
-    if not columns:
-        reader.fail("columns", "declare at least one column")
-    for column, kind in columns.items():
-        if kind not in COLUMN_TYPES:
-            reader.fail(
-                f"columns.{column}",
-                f"unknown type {kind!r} (expected one of: {', '.join(COLUMN_TYPES)})",
-            )
-    roles = {}
-    for role, allowed in ROLE_TYPES.items():
-        column = reader.text(top, role)
-        if column not in columns:
-            reader.fail(role, f"{column!r} is not one of the declared columns {sorted(columns)}")
-        if columns[column] not in allowed:
-            reader.fail(role, f"{column!r} has type {columns[column]}; a {role} must be {' or '.join(allowed)}")
-        roles[role] = column
-    spec = DatasetSpec(
+    reader.known_fields(top, TOP_LEVEL_FIELDS, "")
+    problems: list[str] = []
+
+    def section(parse: Any, *args: Any) -> Any:
+        try:
+            return parse(*args)
+        except SpecError as error:
+            problems.extend(error.problems)
+            return None
+
+    name = section(reader.identifier, top, "name")
+    start_date = section(reader.date, top, "start_date")
+    frequency = section(_frequency, reader, top)
+    grain = section(_grain, reader, top)
+    columns = section(_columns, reader, top)
+    roles = section(_roles, reader, top, columns) if columns is not None else None
+    landing = section(_landing, reader, top.get("landing"), grain)
+    quality = section(_rules, reader, top.get("quality", []), columns) if columns is not None else None
+    features = None
+    if columns is not None and roles is not None and frequency is not None:
+        features = section(_features, reader, top.get("features"), columns, roles, frequency)
+    model = section(_model, reader, top.get("model"), grain) if grain is not None else None
+    checkpoint = section(_checkpoint, reader, top.get("checkpoint") or {})
+    gate = section(_gate, reader, top.get("registry") or {}, name or "dataset")
+    monitoring = section(_monitoring, reader, top.get("monitoring") or {})
+    schedules = section(_schedules, reader, top.get("schedules") or {})
+    tuning = section(_tuning, reader, top["tuning"]) if top.get("tuning") is not None else None
+    problems = [*reader.problems, *problems]
+    if problems:
+        raise SpecError("\n".join(problems), problems)
+    return DatasetSpec(
         name=name,
         description=str(top.get("description", "")),
-        start_date=reader.date(top, "start_date"),
-        landing=_landing(reader, reader.mapping(top.get("landing"), "landing")),
+        start_date=grain.floor(start_date),
+        frequency=frequency,
+        grain=grain,
+        landing=landing,
         columns=dict(columns),
-        quality=tuple(_rules(reader, top.get("quality", []), columns)),
-        features=_features(reader, reader.mapping(top.get("features"), "features"), columns, roles),
-        model=_model(reader, reader.mapping(top.get("model"), "model")),
-        checkpoint=_checkpoint(reader, top.get("checkpoint") or {}),
-        gate=_gate(reader, top.get("registry") or {}, default_name=name),
-        monitoring=_monitoring(reader, top.get("monitoring") or {}),
-        schedules=_schedules(reader, top.get("schedules") or {}),
-        tuning=_tuning(reader, top["tuning"]) if top.get("tuning") is not None else None,
+        quality=tuple(quality),
+        features=features,
+        model=model,
+        checkpoint=checkpoint,
+        gate=gate,
+        monitoring=monitoring,
+        schedules=schedules,
+        tuning=tuning,
         source=source,
         raw=dict(top),
         **roles,
     )
-    return spec
 
 
 def empty_frame(columns: Mapping[str, str]) -> pd.DataFrame:
@@ -280,7 +356,49 @@ def empty_frame(columns: Mapping[str, str]) -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype=dtypes[kind]) for name, kind in columns.items()})
 
 
-def _landing(reader: _Reader, raw: Mapping[str, Any]) -> LandingSpec:
+def _frequency(reader: _Reader, top: Mapping[str, Any]) -> Span:
+    value = top.get("frequency")
+    if value is None:
+        reader.fail("frequency", "is missing: say how often the series is measured, e.g. 15min, 1h, 1d, 1w or 1mo")
+    return reader.span(value, "frequency")
+
+
+def _grain(reader: _Reader, top: Mapping[str, Any]) -> Grain:
+    value = top.get("partitions", "daily")
+    if value not in GRAINS:
+        reader.fail("partitions", f"unknown partition grain {value!r} (expected one of: {', '.join(GRAINS)})")
+    return Grain(value)
+
+
+def _columns(reader: _Reader, top: Mapping[str, Any]) -> Mapping[str, str]:
+    columns = reader.mapping(top.get("columns"), "columns")
+    if not columns:
+        reader.fail("columns", "declare at least one column")
+    for column, kind in columns.items():
+        if kind not in COLUMN_TYPES:
+            reader.fail(f"columns.{column}", f"unknown type {kind!r} (expected one of: {', '.join(COLUMN_TYPES)})")
+    lowered = [str(column).lower() for column in columns]
+    twins = sorted({column for column in columns if lowered.count(str(column).lower()) > 1})
+    if twins:
+        reader.fail("columns", f"{twins} differ only in case; Delta column names are case-insensitive")
+    return columns
+
+
+def _roles(reader: _Reader, top: Mapping[str, Any], columns: Mapping[str, str]) -> dict[str, str]:
+    roles = {}
+    for role, allowed in ROLE_TYPES.items():
+        column = reader.text(top, role)
+        if column not in columns:
+            reader.fail(role, f"{column!r} is not one of the declared columns {sorted(columns)}")
+        if columns[column] not in allowed:
+            reader.fail(role, f"{column!r} has type {columns[column]}; a {role} must be {' or '.join(allowed)}")
+        roles[role] = column
+    return roles
+
+
+def _landing(reader: _Reader, raw: Any, grain: Grain | None) -> LandingSpec:
+    raw = reader.mapping(raw, "landing")
+    reader.known_fields(raw, ("prefix", "path_pattern", "formats"), "landing")
     prefix = reader.text(raw, "prefix", where="landing.prefix").strip("/")
     if any(segment in ("", ".", "..") for segment in prefix.split("/")):
         reader.fail("landing.prefix", f"{prefix!r} must be a relative path without '.' or '..'")
@@ -288,6 +406,11 @@ def _landing(reader: _Reader, raw: Mapping[str, Any]) -> LandingSpec:
         pattern = PathPattern(reader.text(raw, "path_pattern", where="landing.path_pattern"))
     except PathPatternError as error:
         raise SpecError(f"{reader.source}: landing.path_pattern: {error}") from error
+    if grain is not None and grain.name == "daily" and not pattern.has_day:
+        reader.fail(
+            "landing.path_pattern",
+            f"{pattern.pattern!r} must contain {{dd}} for daily partitions (or set partitions: monthly)",
+        )
     formats = tuple(raw.get("formats") or ())
     if not formats:
         reader.fail("landing.formats", f"list at least one of {', '.join(FILE_FORMATS)}")
@@ -305,6 +428,7 @@ def _rules(reader: _Reader, raw: Any, columns: Mapping[str, str]) -> list[Qualit
     for index, entry in enumerate(raw):
         where = f"quality[{index}]"
         entry = reader.mapping(entry, where)
+        reader.known_fields(entry, ("name", "expr", "action"), where)
         rule = QualityRule(
             name=reader.identifier(entry, "name", where=f"{where}.name"),
             expr=reader.text(entry, "expr", where=f"{where}.expr"),
@@ -318,25 +442,27 @@ def _rules(reader: _Reader, raw: Any, columns: Mapping[str, str]) -> list[Qualit
             reader.fail(f"{where}.name", f"rule name {rule.name!r} is used twice")
         try:
             probe.eval(rule.expr, engine="python")
-        except (NameError, SyntaxError, TypeError, AttributeError, ValueError) as error:
+        except (NameError, SyntaxError, TypeError, AttributeError, ValueError, KeyError) as error:
             reader.fail(f"{where}.expr", f"cannot evaluate {rule.expr!r} on the declared columns: {error}")
         rules.append(rule)
     return rules
 
 
 def _features(
-    reader: _Reader, raw: Mapping[str, Any], columns: Mapping[str, str], roles: Mapping[str, str]
+    reader: _Reader, raw: Any, columns: Mapping[str, str], roles: Mapping[str, str], frequency: Span
 ) -> FeatureSpec:
-    def durations(key: str) -> tuple[pd.Timedelta, ...]:
+    raw = reader.mapping(raw, "features")
+    reader.known_fields(raw, ("lags", "rolling_means", "calendar", "exogenous", "season"), "features")
+
+    def spans(key: str) -> tuple[Span, ...]:
         values = []
         for value in raw.get(key) or ():
+            span = reader.span(value, f"features.{key}")
             try:
-                duration = pd.Timedelta(str(value))
+                span.periods(frequency)
             except ValueError as error:
-                reader.fail(f"features.{key}", f"{value!r} is not a duration such as 1h or 30min ({error})")
-            if duration <= pd.Timedelta(0):
-                reader.fail(f"features.{key}", f"{value!r} must be positive")
-            values.append(duration)
+                reader.fail(f"features.{key}", f"{error} (frequency {frequency})")
+            values.append(span)
         return tuple(values)
 
     calendar = tuple(raw.get("calendar") or ())
@@ -352,63 +478,82 @@ def _features(
                 "features.exogenous",
                 f"{column!r} must be a declared column other than the timestamp, entity and target",
             )
-    features = FeatureSpec(
-        lags=durations("lags"), rolling_means=durations("rolling_means"), calendar=calendar, exogenous=exogenous
-    )
-    if not (features.lags or features.rolling_means or features.calendar or features.exogenous):
-        reader.fail("features", "declare at least one feature")
-    return features
+    lags, rolling = spans("lags"), spans("rolling_means")
+    season = default_season(frequency) if raw.get("season") is None else reader.span(raw["season"], "features.season")
+    try:
+        season_periods = season.periods(frequency)
+    except ValueError as error:
+        reader.fail("features.season", f"{error} (frequency {frequency})")
+    if not any(lag.periods(frequency) == season_periods for lag in lags):
+        lags = (*lags, season)
+    for key, values in (("lags", lags), ("rolling_means", rolling)):
+        periods = [span.periods(frequency) for span in values]
+        if len(set(periods)) < len(periods):
+            reader.fail(f"features.{key}", f"{[str(span) for span in values]} name the same length twice")
+    return FeatureSpec(lags=lags, rolling_means=rolling, calendar=calendar, exogenous=exogenous, season=season)
 
 
-def _model(reader: _Reader, raw: Mapping[str, Any]) -> ModelSpec:
+def _model(reader: _Reader, raw: Any, grain: Grain) -> ModelSpec:
+    raw = reader.mapping(raw, "model")
+    reader.known_fields(raw, ("family", "params", "seed", "training_window", "holdout_fraction"), "model")
     family = raw.get("family")
     if family not in MODEL_FAMILIES:
         reader.fail("model.family", f"unknown model family {family!r} (expected one of: {', '.join(MODEL_FAMILIES)})")
-    window = raw.get("training_window_days", 7)
-    if not isinstance(window, int) or window < 1:
-        reader.fail("model.training_window_days", f"{window!r} must be a whole number of days >= 1")
+    window_text = raw.get("training_window", "7d" if grain.name == "daily" else "12mo")
+    window = reader.span(window_text, "model.training_window")
+    try:
+        partitions = grain.count(window)
+    except ValueError as error:
+        reader.fail("model.training_window", str(error))
     holdout = raw.get("holdout_fraction", 0.2)
-    if not isinstance(holdout, (int, float)) or not 0 < holdout < 1:
+    if not isinstance(holdout, (int, float)) or isinstance(holdout, bool) or not 0 < holdout < 1:
         reader.fail("model.holdout_fraction", f"{holdout!r} must be a fraction between 0 and 1")
     seed = raw.get("seed", 0)
-    if not isinstance(seed, int):
+    if not isinstance(seed, int) or isinstance(seed, bool):
         reader.fail("model.seed", f"{seed!r} must be an integer")
     params = reader.mapping(raw.get("params", {}), "model.params")
     return ModelSpec(
-        family=family, params=dict(params), seed=seed, training_window_days=window, holdout_fraction=float(holdout)
+        family=family, params=dict(params), seed=seed, training_window=partitions, holdout_fraction=float(holdout)
     )
 
 
 def _checkpoint(reader: _Reader, raw: Any) -> CheckpointSpec:
     raw = reader.mapping(raw, "checkpoint")
+    reader.known_fields(raw, ("family", "params", "seed", "epochs", "checkpoint_every"), "checkpoint")
     family = raw.get("family", "mlp")
     if family not in CHECKPOINT_FAMILIES:
         reader.fail(
             "checkpoint.family",
             f"unknown model family {family!r} (expected one of: {', '.join(CHECKPOINT_FAMILIES)})",
         )
-    epochs = reader.whole(raw, "epochs_per_day", default=20, where="checkpoint.epochs_per_day")
+    epochs = reader.whole(raw, "epochs", default=20, where="checkpoint.epochs")
     every = reader.whole(raw, "checkpoint_every", default=5, where="checkpoint.checkpoint_every")
     seed = raw.get("seed", 0)
-    if not isinstance(seed, int):
+    if not isinstance(seed, int) or isinstance(seed, bool):
         reader.fail("checkpoint.seed", f"{seed!r} must be an integer")
     return CheckpointSpec(
         family=family,
         params=dict(reader.mapping(raw.get("params", {}), "checkpoint.params")),
         seed=seed,
-        epochs_per_day=epochs,
+        epochs=epochs,
         checkpoint_every=every,
     )
 
 
-def _gate(reader: _Reader, raw: Any, default_name: str) -> GateSpec:
+def _gate(reader: _Reader, raw: Any, dataset: str) -> GateSpec:
     raw = reader.mapping(raw, "registry")
+    reader.known_fields(
+        raw,
+        ("model_name", "checkpoint_model_name", "metric", "margin", "min_skill", "thresholds", "dry_run"),
+        "registry",
+    )
     metric = raw.get("metric", "mae")
     if metric not in GATE_METRICS:
         reader.fail("registry.metric", f"unknown metric {metric!r} (expected one of: {', '.join(GATE_METRICS)})")
-    margin = raw.get("margin", 0.05)
-    if not isinstance(margin, (int, float)) or margin < 0:
-        reader.fail("registry.margin", f"{margin!r} must be a fraction >= 0")
+    margin = reader.number(raw, "margin", default=0.05, where="registry.margin", minimum=0.0)
+    min_skill = reader.number(raw, "min_skill", default=0.0, where="registry.min_skill")
+    if not min_skill < 1:
+        reader.fail("registry.min_skill", f"{min_skill!r} must be below 1 (a skill of 1 is a perfect forecast)")
     thresholds = reader.mapping(raw.get("thresholds", {}), "registry.thresholds")
     for name, bounds in thresholds.items():
         where = f"registry.thresholds.{name}"
@@ -418,37 +563,65 @@ def _gate(reader: _Reader, raw: Any, default_name: str) -> GateSpec:
         if not bounds or set(bounds) - {"min", "max"}:
             reader.fail(where, "give a min, a max or both")
         for bound, value in bounds.items():
-            if not isinstance(value, (int, float)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
                 reader.fail(f"{where}.{bound}", f"{value!r} must be a number")
-    model_name = raw.get("model_name", default_name)
-    if not isinstance(model_name, str) or not model_name.strip():
-        reader.fail("registry.model_name", f"{model_name!r} must be a non-empty string")
+    names = {}
+    for key, default in (("model_name", f"{dataset}_forecaster"), ("checkpoint_model_name", f"{dataset}_checkpoint")):
+        value = raw.get(key, default)
+        if not isinstance(value, str) or not value.strip():
+            reader.fail(f"registry.{key}", f"{value!r} must be a non-empty string")
+        names[key] = value
+    if names["model_name"] == names["checkpoint_model_name"]:
+        reader.fail("registry.checkpoint_model_name", "must differ from registry.model_name")
+    dry_run = raw.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        reader.fail("registry.dry_run", f"{dry_run!r} must be true or false")
     return GateSpec(
-        model_name=model_name,
         metric=metric,
-        margin=float(margin),
+        margin=margin,
+        min_skill=min_skill,
         thresholds={
             name: {bound: float(value) for bound, value in bounds.items()} for name, bounds in thresholds.items()
         },
+        dry_run=dry_run,
+        **names,
     )
 
 
 def _monitoring(reader: _Reader, raw: Any) -> MonitoringSpec:
     raw = reader.mapping(raw, "monitoring")
-    values = {}
-    for key, default in (("psi_threshold", 0.25), ("ks_threshold", 0.2)):
-        value = raw.get(key, default)
-        if not isinstance(value, (int, float)) or value <= 0:
-            reader.fail(f"monitoring.{key}", f"{value!r} must be a positive number")
-        values[key] = float(value)
-    bins = reader.whole(raw, "bins", default=10, where="monitoring.bins")
-    if bins < 2:
-        reader.fail("monitoring.bins", f"{bins} must be at least 2")
-    return MonitoringSpec(bins=bins, **values)
+    fields = {
+        "psi_threshold": 1.0,
+        "ks_threshold": 0.5,
+        "drifted_share": 0.5,
+        "error_ratio": 2.0,
+    }
+    reader.known_fields(raw, (*fields, "bins", "min_rows", "retrain_after_drifted", "retrain_window"), "monitoring")
+    values: dict[str, Any] = {
+        key: reader.number(raw, key, default=default, where=f"monitoring.{key}", minimum=0.0, strict=True)
+        for key, default in fields.items()
+    }
+    if values["drifted_share"] > 1:
+        reader.fail("monitoring.drifted_share", f"{values['drifted_share']!r} must be a share between 0 and 1")
+    values["bins"] = reader.whole(raw, "bins", default=10, where="monitoring.bins")
+    if values["bins"] < 2:
+        reader.fail("monitoring.bins", f"{values['bins']} must be at least 2")
+    values["min_rows"] = reader.whole(raw, "min_rows", default=30, where="monitoring.min_rows")
+    values["retrain_after_drifted"] = reader.whole(
+        raw, "retrain_after_drifted", default=3, where="monitoring.retrain_after_drifted"
+    )
+    values["retrain_window"] = reader.whole(raw, "retrain_window", default=7, where="monitoring.retrain_window")
+    if values["retrain_after_drifted"] > values["retrain_window"]:
+        reader.fail(
+            "monitoring.retrain_after_drifted",
+            f"{values['retrain_after_drifted']} cannot exceed monitoring.retrain_window ({values['retrain_window']})",
+        )
+    return MonitoringSpec(**values)
 
 
 def _schedules(reader: _Reader, raw: Any) -> ScheduleSpec:
     raw = reader.mapping(raw, "schedules")
+    reader.known_fields(raw, ("timezone", "retrain", "backfill"), "schedules")
     timezone = raw.get("timezone", "UTC")
     try:
         ZoneInfo(str(timezone))
@@ -460,14 +633,12 @@ def _schedules(reader: _Reader, raw: Any) -> ScheduleSpec:
         if not isinstance(cron, str) or not is_valid_cron_string(cron):
             reader.fail(f"schedules.{key}", f"{cron!r} is not a cron expression such as '0 2 * * *'")
         crons[key] = cron
-    days = reader.whole(raw, "backfill_days", default=7, where="schedules.backfill_days")
-    return ScheduleSpec(
-        timezone=str(timezone), retrain_cron=crons["retrain"], backfill_cron=crons["backfill"], backfill_days=days
-    )
+    return ScheduleSpec(timezone=str(timezone), retrain_cron=crons["retrain"], backfill_cron=crons["backfill"])
 
 
 def _tuning(reader: _Reader, raw: Any) -> TuningSpec:
     raw = reader.mapping(raw, "tuning")
+    reader.known_fields(raw, ("trials", "space"), "tuning")
     trials = reader.whole(raw, "trials", default=20, where="tuning.trials")
     space = reader.mapping(raw.get("space"), "tuning.space")
     if not space:
@@ -495,14 +666,25 @@ def _tuning(reader: _Reader, raw: Any) -> TuningSpec:
     return TuningSpec(trials=trials, space=tuple(params))
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Reader:
-    """Typed access to raw YAML values that raises SpecError with the field's path."""
+    """Typed access to raw YAML values that raises SpecError with the field's path.
+
+    Unknown fields (a typo such as ``trainig_window``) are collected in ``problems``
+    rather than raised, so that they are reported beside the other problems of the spec.
+    """
 
     source: str
+    problems: list[str] = field(default_factory=list)
 
     def fail(self, where: str, message: str) -> None:
         raise SpecError(f"{self.source}: {where}: {message}")
+
+    def known_fields(self, raw: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+        for key in raw:
+            if key not in allowed:
+                place = f"{where}.{key}" if where else str(key)
+                self.problems.append(f"{self.source}: {place}: unknown field (expected one of: {', '.join(allowed)})")
 
     def mapping(self, value: Any, where: str) -> Mapping[str, Any]:
         if value is None:
@@ -529,6 +711,29 @@ class _Reader:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             self.fail(where, f"{value!r} must be a whole number >= 1")
         return value
+
+    def number(
+        self,
+        raw: Mapping[str, Any],
+        key: str,
+        default: float,
+        where: str,
+        minimum: float | None = None,
+        strict: bool = False,
+    ) -> float:
+        """A number, at least (or, ``strict``, above) ``minimum`` when one is given."""
+        value = raw.get(key, default)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            self.fail(where, f"{value!r} must be a number")
+        if minimum is not None and (value <= minimum if strict else value < minimum):
+            self.fail(where, f"{value!r} must be {'above' if strict else 'at least'} {minimum:g}")
+        return float(value)
+
+    def span(self, value: Any, where: str) -> Span:
+        try:
+            return Span.parse(value)
+        except ValueError as error:
+            raise SpecError(f"{self.source}: {where}: {error}") from error
 
     def date(self, raw: Mapping[str, Any], key: str) -> dt.date:
         value = raw.get(key)

@@ -23,7 +23,7 @@ from mlops_assets.lakehouse.delta import (
     rows_by_day,
     written_table_metadata,
 )
-from mlops_assets.partitions import daily_partitions, partition_days
+from mlops_assets.partitions import partition_starts, partitions_def
 from mlops_assets.policies import TRANSIENT_FAILURES
 from mlops_assets.storage.landing_zone import LandingFile, LandingZone
 
@@ -34,11 +34,13 @@ BRONZE_CODE_VERSION = "bronze-1"
 @dataclass(frozen=True)
 class IngestedFile:
     """A landing file version whose rows went into bronze, with how many of them had a
-    value that did not parse (kept in ``_rescued``)."""
+    value that did not parse (kept in ``_rescued``) and the columns it holds that the spec
+    does not declare (kept in bronze as text, not carried to silver)."""
 
     file: LandingFile
     rows: int
     rescued: int
+    undeclared: tuple[str, ...] = ()
 
 
 @dataclass
@@ -80,7 +82,7 @@ def ingest_days(
     already = lake.read_days(uri, days, columns=[SOURCE_FILE, SOURCE_ETAG, PARTITION_COLUMN]).rows
     ingestion = Ingestion(uri=uri, days=days, rows_by_day=rows_by_day(already, days))
     seen = set(already[[SOURCE_FILE, SOURCE_ETAG]].drop_duplicates().itertuples(index=False, name=None))
-    files = [file for day in days for file in landing.list_day(spec, day) if (file.path, file.etag) not in seen]
+    files = [file for day in days for file in landing.list_partition(spec, day) if (file.path, file.etag) not in seen]
     if not files:
         return ingestion
     ingested_at = pd.Timestamp.now(tz="UTC")
@@ -97,7 +99,7 @@ def ingest_days(
                 "etag": file.etag,
                 "reason": str(reason),
                 "records": records,
-                "event_date": file.event_date.isoformat(),
+                "event_date": file.partition.isoformat(),
                 "dagster_run_id": run_id,
                 "quarantined_at": dt.datetime.now(dt.UTC).isoformat(),
             }
@@ -109,11 +111,13 @@ def ingest_days(
                     SOURCE_FILE: file.path,
                     SOURCE_ETAG: file.etag,
                     INGESTED_AT: ingested_at,
-                    PARTITION_COLUMN: file.event_date,
+                    PARTITION_COLUMN: file.partition,
                 }
             )
         )
-        ingestion.ingested.append(IngestedFile(file=file, rows=len(parsed.rows), rescued=parsed.rescued_rows))
+        ingestion.ingested.append(
+            IngestedFile(file=file, rows=len(parsed.rows), rescued=parsed.rescued_rows, undeclared=parsed.extra_columns)
+        )
 
     if accepted:
         rows = pd.concat(accepted, ignore_index=True)
@@ -142,7 +146,7 @@ def build_bronze_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=keys.bronze,
         deps=[keys.landing],
-        partitions_def=daily_partitions(spec),
+        partitions_def=partitions_def(spec),
         group_name="bronze",
         kinds={"delta", "pandas"},
         code_version=code_version,
@@ -160,13 +164,19 @@ def build_bronze_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     def bronze(
         context: dg.AssetExecutionContext, landing: LandingZone, lake: DeltaLake
     ) -> Iterator[dg.MaterializeResult]:
-        days = partition_days(context)
+        days = partition_starts(context)
         ingestion = ingest_days(lake, landing, spec, days, context.run.run_id, commit_metadata(context))
         if ingestion.new_files == 0:
             context.log.info(f"No new {spec.name} files for {day_span(days)}: every landing file was already ingested.")
             return
         for entry in ingestion.quarantined:
             context.log.warning(f"Quarantined {entry['path']}: {entry['reason']}")
+        for entry in ingestion.ingested:
+            if entry.undeclared:
+                context.log.warning(
+                    f"{entry.file.path} has column(s) {list(entry.undeclared)} that the {spec.name} spec does not "
+                    "declare: kept in bronze as text, left out of silver. Declare them in the spec to use them."
+                )
         if ingestion.inserted == 0:
             # Nothing changed in the table; record what happened without a new materialization,
             # so downstream days are not rebuilt for nothing.
@@ -191,9 +201,18 @@ def build_bronze_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
                 "files_ingested": dg.MetadataValue.int(len(ingestion.ingested)),
                 "ingested": dg.MetadataValue.json(
                     [
-                        {"path": entry.file.path, "etag": entry.file.etag, "rows": entry.rows, "rescued": entry.rescued}
+                        {
+                            "path": entry.file.path,
+                            "etag": entry.file.etag,
+                            "rows": entry.rows,
+                            "rescued": entry.rescued,
+                            **({"undeclared_columns": list(entry.undeclared)} if entry.undeclared else {}),
+                        }
                         for entry in ingestion.ingested
                     ]
+                ),
+                "undeclared_columns": dg.MetadataValue.json(
+                    sorted({column for entry in ingestion.ingested for column in entry.undeclared})
                 ),
                 **_quarantine_metadata(ingestion.quarantined),
             }

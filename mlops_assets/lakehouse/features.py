@@ -1,10 +1,11 @@
 """The gold feature recipe: model-ready rows from silver, as the dataset spec declares.
 
-For each entity and timestamp of a day: the target at fixed lags before it, trailing
-means of the target over windows that end just before it (so no feature sees the
-value it helps predict), calendar fields and exogenous columns. Lags are looked up
-by time, not by row position, so a missing hour gives a missing feature rather than
-a wrong one.
+For each entity and reading of a partition: the target some periods before it (lags),
+trailing means of the target over the periods just before it (so no feature sees the
+value it helps predict), calendar fields and exogenous columns. Lags and windows count
+the series' own periods (see :mod:`mlops_assets.datasets.periods`): a missing reading
+gives a missing lag rather than a neighbour's value, and a monthly lag of one finds last
+month's reading whatever the month's length.
 """
 
 from __future__ import annotations
@@ -12,80 +13,122 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
+from mlops_assets.datasets.periods import Span
 from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.lakehouse.delta import PARTITION_COLUMN
 
-
-def duration_label(duration: pd.Timedelta) -> str:
-    hours, remainder = divmod(int(duration.total_seconds()), 3600)
-    return f"{hours}h" if remainder == 0 else f"{int(duration.total_seconds() // 60)}min"
+PERIOD = "_period"
 
 
-def lookback_days(spec: DatasetSpec) -> int:
-    """Whole days of silver before a day that its features can reach."""
-    return int(-(-spec.features.lookback // pd.Timedelta(days=1)))
+def lag_column(spec: DatasetSpec, lag: Span) -> str:
+    return f"{spec.target_column}_lag_{lag.label}"
+
+
+def mean_column(spec: DatasetSpec, window: Span) -> str:
+    return f"{spec.target_column}_mean_{window.label}"
+
+
+def naive_column(spec: DatasetSpec) -> str:
+    """The lag column that is the seasonal-naive forecast (the target one season earlier)."""
+    season = spec.features.season.periods(spec.frequency)
+    (lag,) = [lag for lag in spec.features.lags if lag.periods(spec.frequency) == season]
+    return lag_column(spec, lag)
+
+
+def lookback_partitions(spec: DatasetSpec) -> int:
+    """How many partitions before its own a partition's features read."""
+    spans = spec.features.spans
+    return max((spec.grain.reach(span) for span in spans), default=0)
 
 
 def feature_columns(spec: DatasetSpec) -> list[str]:
     """The model inputs, in a fixed order."""
-    target = spec.target_column
     recipe = spec.features
     return [
-        *(f"{target}_lag_{duration_label(lag)}" for lag in recipe.lags),
-        *(f"{target}_mean_{duration_label(window)}" for window in recipe.rolling_means),
+        *(lag_column(spec, lag) for lag in recipe.lags),
+        *(mean_column(spec, window) for window in recipe.rolling_means),
         *recipe.calendar,
         *recipe.exogenous,
     ]
 
 
 def build_features(silver: pd.DataFrame, day: dt.date, spec: DatasetSpec) -> pd.DataFrame:
-    """Gold rows of ``day`` from silver rows of ``day`` and the days before it."""
+    """Gold rows of the partition starting on ``day`` from silver rows of it and those before it."""
     return build_features_for_days(silver, [day], spec)
 
 
 def build_features_for_days(silver: pd.DataFrame, days: Sequence[dt.date], spec: DatasetSpec) -> pd.DataFrame:
-    """Gold rows of ``days`` from silver rows of those days and the days before the first,
-    ordered by day, entity and timestamp.
+    """Gold rows of the partitions ``days`` from silver rows of those partitions and the
+    lookback before the first, ordered by partition, entity and timestamp.
 
-    Lags and windows are looked up by time and reach back at most the spec's lookback,
-    so each day's features are those :func:`build_features` gives for that day alone (a
-    reading filed under two days counts as the later day's, which a day alone may not see).
+    Each partition's features are those :func:`build_features` gives for it alone (a
+    reading filed under two partitions counts as the later one's).
     """
     entity, timestamp, target = spec.entity_column, spec.timestamp_column, spec.target_column
     recipe = spec.features
     history = silver[[entity, timestamp, target, *recipe.exogenous, PARTITION_COLUMN]].sort_values(
-        [entity, timestamp, PARTITION_COLUMN]
+        [entity, timestamp, PARTITION_COLUMN], kind="stable"
     )
+    history = history.assign(**{PERIOD: spec.frequency.ordinals(history[timestamp])})
     gold = (
         history[history[PARTITION_COLUMN].isin(set(days))]
-        .sort_values([PARTITION_COLUMN, entity, timestamp])
+        .sort_values([PARTITION_COLUMN, entity, timestamp], kind="stable")
         .reset_index(drop=True)
     )
-    # One value per entity and hour, whichever day it was filed under (the latest day, if
-    # it was filed under several).
-    observed = history[[entity, timestamp, target]].drop_duplicates([entity, timestamp], keep="last")
+    # One value per entity and period, whichever partition it was filed under (the latest
+    # partition, and within it the latest reading, if there are several).
+    observed = history[[entity, PERIOD, target]].drop_duplicates([entity, PERIOD], keep="last")
     for lag in recipe.lags:
-        lagged = observed.assign(**{timestamp: observed[timestamp] + lag})
+        lagged = observed.assign(**{PERIOD: observed[PERIOD] + lag.periods(spec.frequency)})
         gold = gold.merge(
-            lagged.rename(columns={target: f"{target}_lag_{duration_label(lag)}"}),
-            on=[entity, timestamp],
+            lagged.rename(columns={target: lag_column(spec, lag)}),
+            on=[entity, PERIOD],
             how="left",
             validate="many_to_one",
         )
-    by_time = observed.set_index(timestamp).groupby(entity, sort=False)[target]
     for window in recipe.rolling_means:
-        trailing = by_time.rolling(window, closed="left").mean().rename(f"{target}_mean_{duration_label(window)}")
-        gold = gold.merge(trailing.reset_index(), on=[entity, timestamp], how="left", validate="many_to_one")
+        gold[mean_column(spec, window)] = _trailing_means(observed, gold, spec, window.periods(spec.frequency))
     stamps = gold[timestamp].dt
     calendar = {
-        "hour": stamps.hour,
-        "dayofweek": stamps.day_of_week,
-        "dayofyear": stamps.day_of_year,
-        "month": stamps.month,
-        "is_weekend": (stamps.day_of_week >= 5).astype("int64"),
+        "hour": lambda: stamps.hour,
+        "dayofweek": lambda: stamps.day_of_week,
+        "dayofyear": lambda: stamps.day_of_year,
+        "weekofyear": lambda: stamps.isocalendar().week,
+        "month": lambda: stamps.month,
+        "is_weekend": lambda: stamps.day_of_week >= 5,
     }
     for name in recipe.calendar:
-        gold[name] = calendar[name].astype("int64")
+        gold[name] = calendar[name]().astype("int64")
     return gold[[PARTITION_COLUMN, entity, timestamp, target, *feature_columns(spec)]]
+
+
+def _trailing_means(observed: pd.DataFrame, gold: pd.DataFrame, spec: DatasetSpec, periods: int) -> np.ndarray:
+    """For each gold row, the mean of the entity's known values in the ``periods`` periods
+    just before the row's own (NaN when none is known).
+
+    Sums over a period range come from cumulative sums along each entity's sorted
+    periods, looked up with binary search, so the cost grows with the rows, not with the
+    length of the time span they cover.
+    """
+    entity, target = spec.entity_column, spec.target_column
+    if gold.empty:
+        return np.array([], dtype=float)
+    categories = pd.Index(observed[entity].unique())
+    base = int(min(observed[PERIOD].min(), gold[PERIOD].min())) - periods - 1
+    stride = int(max(observed[PERIOD].max(), gold[PERIOD].max())) - base + 1
+    keys = categories.get_indexer(observed[entity]).astype("int64") * stride + (observed[PERIOD].to_numpy() - base)
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    values = observed[target].to_numpy(dtype=float)[order]
+    known = ~np.isnan(values)
+    sums = np.concatenate([[0.0], np.cumsum(np.where(known, values, 0.0))])
+    counts = np.concatenate([[0], np.cumsum(known)])
+    row_keys = categories.get_indexer(gold[entity]).astype("int64") * stride + (gold[PERIOD].to_numpy() - base)
+    upper = np.searchsorted(keys, row_keys - 1, side="right")
+    lower = np.searchsorted(keys, row_keys - 1 - periods, side="right")
+    count = counts[upper] - counts[lower]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, (sums[upper] - sums[lower]) / np.maximum(count, 1), np.nan)

@@ -19,9 +19,9 @@ from mlops_assets.lakehouse.delta import (
 from mlops_assets.lakehouse.features import (
     build_features_for_days,
     feature_columns,
-    lookback_days,
+    lookback_partitions,
 )
-from mlops_assets.partitions import daily_partitions, partition_days
+from mlops_assets.partitions import partition_starts, partitions_back, partitions_def
 from mlops_assets.policies import TRANSIENT_FAILURES, on_upstream_update
 
 GOLD_CODE_VERSION = "gold-1"
@@ -57,8 +57,8 @@ def featurize_days(
     ``commit`` and the silver version read as its metadata."""
     keys = DatasetKeys(spec)
     days = sorted(set(days))
-    reach = lookback_days(spec)
-    looked_at = sorted({day - dt.timedelta(days=back) for day in days for back in range(reach + 1)})
+    reach = lookback_partitions(spec)
+    looked_at = sorted({spec.grain.shift(day, -back) for day in days for back in range(reach + 1)})
     silver = lake.read_days(lake.table_uri(*keys.table(keys.silver)), looked_at).require(keys.silver)
     features = build_features_for_days(silver.rows, days, spec)
     uri = lake.table_uri(*keys.table(keys.gold))
@@ -86,38 +86,31 @@ def featurize_days(
 def build_gold_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     keys = DatasetKeys(spec)
     code_version = spec.code_version(
-        GOLD_CODE_VERSION, "columns", "timestamp_column", "entity_column", "target_column", "features"
+        GOLD_CODE_VERSION, "frequency", "columns", "timestamp_column", "entity_column", "target_column", "features"
     )
-    reach = lookback_days(spec)
+    reach = lookback_partitions(spec)
 
     @dg.asset(
         key=keys.gold,
-        # A day's lags reach into the days before it: late data for those days rebuilds it.
-        deps=[
-            dg.AssetDep(
-                keys.silver,
-                partition_mapping=dg.TimeWindowPartitionMapping(
-                    start_offset=-reach, allow_nonexistent_upstream_partitions=True
-                ),
-            )
-        ],
-        partitions_def=daily_partitions(spec),
+        # A partition's lags reach into the ones before it: late data for those rebuilds it.
+        deps=[dg.AssetDep(keys.silver, partition_mapping=partitions_back(reach))],
+        partitions_def=partitions_def(spec),
         group_name="gold",
         kinds={"delta", "pandas"},
         code_version=code_version,
         output_required=False,
-        automation_condition=on_upstream_update(),
+        automation_condition=on_upstream_update(keys.primary_upstream),
         retry_policy=TRANSIENT_FAILURES,
         # A backfill of many days reads silver once and writes the days in one commit.
         backfill_policy=dg.BackfillPolicy.single_run(),
         description=(
-            f"Features for forecasting {spec.target_column} per {spec.entity_column} and hour: "
-            f"{', '.join(feature_columns(spec))}. Lags and trailing means reach {reach} day(s) "
-            "back into silver; a missing earlier hour leaves its feature empty."
+            f"Features for forecasting {spec.target_column} per {spec.entity_column} every {spec.frequency}: "
+            f"{', '.join(feature_columns(spec))}. Lags and trailing means reach {reach} {spec.grain.noun}(s) "
+            "back into silver; a missing earlier reading leaves its feature empty."
         ),
     )
     def gold(context: dg.AssetExecutionContext, lake: DeltaLake) -> Iterator[dg.MaterializeResult]:
-        days = partition_days(context)
+        days = partition_starts(context)
         built = featurize_days(lake, spec, days, commit_metadata(context))
         if built.version is None:
             context.log.info(f"No silver rows for {day_span(days)}: nothing to build.")

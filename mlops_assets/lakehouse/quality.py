@@ -13,7 +13,7 @@ import dagster as dg
 import pandas as pd
 
 from mlops_assets.datasets.spec import DatasetSpec, QualityRule
-from mlops_assets.partitions import daily_partitions
+from mlops_assets.partitions import partitions_def
 
 SAMPLE_SIZE = 5
 
@@ -58,7 +58,7 @@ def rule_check_specs(spec: DatasetSpec, asset_key: dg.AssetKey) -> list[dg.Asset
             asset=asset_key,
             description=f"[{rule.action}] {rule.expr}",
             blocking=rule.action == "fail",
-            partitions_def=daily_partitions(spec),
+            partitions_def=partitions_def(spec),
         )
         for rule in spec.quality
     ]

@@ -22,7 +22,7 @@ from mlops_assets.lakehouse.quality import (
     rule_check_results,
     rule_check_specs,
 )
-from mlops_assets.partitions import daily_partitions, partition_days
+from mlops_assets.partitions import partition_starts, partitions_def
 from mlops_assets.policies import TRANSIENT_FAILURES, on_upstream_update
 
 SILVER_CODE_VERSION = "silver-1"
@@ -86,12 +86,12 @@ def build_silver_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=keys.silver,
         deps=[keys.bronze],
-        partitions_def=daily_partitions(spec),
+        partitions_def=partitions_def(spec),
         group_name="silver",
         kinds={"delta", "pandas"},
         code_version=code_version,
         check_specs=rule_check_specs(spec, keys.silver),
-        automation_condition=on_upstream_update(),
+        automation_condition=on_upstream_update(keys.primary_upstream),
         retry_policy=TRANSIENT_FAILURES,
         # A backfill of many days reads, checks and writes them in one run.
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -103,7 +103,7 @@ def build_silver_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         ),
     )
     def silver(context: dg.AssetExecutionContext, lake: DeltaLake) -> dg.MaterializeResult:
-        refined = refine_days(lake, spec, partition_days(context), commit_metadata(context))
+        refined = refine_days(lake, spec, partition_starts(context), commit_metadata(context))
         return dg.MaterializeResult(
             metadata={
                 **written_table_metadata(refined.uri, refined.version, refined.rows, refined.rows_by_day),

@@ -6,7 +6,7 @@ import dagster as dg
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
-from mlops_assets.partitions import daily_partitions
+from mlops_assets.partitions import partitions_def
 
 KIND_BY_FORMAT = {"csv": "csv", "jsonl": "json", "parquet": "parquet"}
 
@@ -14,7 +14,7 @@ KIND_BY_FORMAT = {"csv": "csv", "jsonl": "json", "parquet": "parquet"}
 def build_landing_asset(spec: DatasetSpec) -> dg.AssetSpec:
     return dg.AssetSpec(
         key=DatasetKeys(spec).landing,
-        partitions_def=daily_partitions(spec),
+        partitions_def=partitions_def(spec),
         group_name="landing",
         kinds={KIND_BY_FORMAT[fmt] for fmt in spec.landing.formats},
         description=(

@@ -18,7 +18,7 @@ def version_digest(file: LandingFile) -> str:
 
 @dataclass(frozen=True)
 class LandingCursor:
-    """The file versions already requested, by event day.
+    """The file versions already requested, by partition.
 
     Keeping versions rather than a newest-modification-time mark means a file is new
     until it has been requested, whatever its timestamp says: a slow upload that
@@ -38,7 +38,7 @@ class LandingCursor:
         return json.dumps({"seen": {day: sorted(digests) for day, digests in sorted(self.seen.items())}})
 
     def is_new(self, file: LandingFile) -> bool:
-        return version_digest(file) not in self.seen.get(file.event_date.isoformat(), frozenset())
+        return version_digest(file) not in self.seen.get(file.partition.isoformat(), frozenset())
 
     def keep_only(self, days: Iterable[dt.date] | None) -> LandingCursor:
         """The cursor without the days outside ``days`` (None keeps every day)."""
@@ -50,6 +50,6 @@ class LandingCursor:
     def advance(self, files: Iterable[LandingFile]) -> LandingCursor:
         seen = dict(self.seen)
         for file in files:
-            day = file.event_date.isoformat()
+            day = file.partition.isoformat()
             seen[day] = seen.get(day, frozenset()) | {version_digest(file)}
         return LandingCursor(seen=seen)

@@ -20,7 +20,7 @@ from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.landing.event_grid import NotABlobCreatedEvent, parse_blob_created
 from mlops_assets.landing.sensors import landing_observation, run_key
-from mlops_assets.partitions import daily_partitions
+from mlops_assets.partitions import partitions_def
 from mlops_assets.storage.event_queue import EventQueue
 from mlops_assets.storage.landing_zone import LandingFile, LandingZone
 
@@ -48,7 +48,7 @@ def build_event_sensor(specs: Sequence[DatasetSpec]) -> dg.SensorDefinition:
     """One sensor for the queue, routing each event to the dataset whose landing prefix holds it."""
     bronze_keys = [DatasetKeys(spec).bronze for spec in specs]
     by_name = {spec.name: spec for spec in specs}
-    partitions = {spec.name: daily_partitions(spec) for spec in specs}
+    partitions = {spec.name: partitions_def(spec) for spec in specs}
 
     @dg.sensor(
         name=EVENT_SENSOR_NAME,
@@ -88,13 +88,13 @@ def build_event_sensor(specs: Sequence[DatasetSpec]) -> dg.SensorDefinition:
                 context.log.warning(f"{path}: announced by event {event.event_id} but gone; acknowledged.")
                 acknowledged.append((message.id, message.pop_receipt))
                 continue
-            if not partitions[spec.name].has_partition_key(file.event_date.isoformat()):
-                if file.event_date < spec.start_date:
+            if not partitions[spec.name].has_partition_key(file.partition.isoformat()):
+                if file.partition < spec.start_date:
                     context.log.warning(f"{path}: event day before {spec.start_date}; acknowledged.")
                     acknowledged.append((message.id, message.pop_receipt))
-                # A day that has not started: the message comes back after its visibility timeout.
+                # A partition that has not started: the message comes back after its visibility timeout.
                 continue
-            found[(spec.name, file.event_date)][file.path] = file
+            found[(spec.name, file.partition)][file.path] = file
             handled.append((message.id, message.pop_receipt))
         event_queue.delete(acknowledged)
 

@@ -9,7 +9,7 @@ import dagster as dg
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.landing.cursor import LandingCursor
-from mlops_assets.partitions import daily_partitions
+from mlops_assets.partitions import partitions_def
 from mlops_assets.storage.landing_zone import LandingFile, LandingZone
 
 
@@ -37,7 +37,7 @@ def landing_observation(spec: DatasetSpec, day: dt.date, files: list[LandingFile
 
 def build_landing_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
     keys = DatasetKeys(spec)
-    partitions = daily_partitions(spec)
+    partitions = partitions_def(spec)
 
     @dg.sensor(
         name=f"{spec.name}_landing_sensor",
@@ -50,20 +50,20 @@ def build_landing_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
         cursor = LandingCursor.parse(context.cursor)
         today = dt.datetime.now(dt.UTC).date()
         new_files = [file for file in landing.list_recent(spec, today) if cursor.is_new(file)]
-        # Days that left the polling window are never listed again: forget them.
-        cursor = cursor.keep_only(landing.candidate_days(today))
+        # Partitions that left the polling window are never listed again: forget them.
+        cursor = cursor.keep_only(landing.candidate_partitions(spec, today))
         if not new_files:
             return dg.SkipReason(f"No new files under {spec.landing.prefix}/.")
         by_day: dict[dt.date, list[LandingFile]] = defaultdict(list)
         too_early: list[LandingFile] = []
         for file in new_files:
-            if partitions.has_partition_key(file.event_date.isoformat()):
-                by_day[file.event_date].append(file)
-            elif file.event_date < spec.start_date:
+            if partitions.has_partition_key(file.partition.isoformat()):
+                by_day[file.partition].append(file)
+            elif file.partition < spec.start_date:
                 too_early.append(file)
                 context.log.warning(f"{file.path}: event day {file.event_date} is before {spec.start_date}; ignored.")
             else:
-                # A day that has not started yet in UTC: left unseen, requested once it starts.
+                # A partition that has not started yet in UTC: left unseen, requested once it starts.
                 context.log.info(f"{file.path}: event day {file.event_date} has not started yet; waiting.")
         cursor = cursor.advance([*too_early, *(file for files in by_day.values() for file in files)])
         if not by_day:

@@ -1,17 +1,23 @@
-"""The checkpoint model: one model that keeps learning, day after day.
+"""The checkpoint model: one model that keeps learning, partition after partition.
 
-Day D starts from day D-1's checkpoint (the first day from a fresh model) and trains
-for the spec's epochs on day D's gold hours, the latest of them held out for its
-metrics and the registry's gate. During the day's training it stores an intermediate
-checkpoint every few epochs; a run that dies and is retried resumes from the newest
-intact one and ends with the same model as a run that never stopped.
+Partition D starts from the checkpoint of the partition before it; when that one is
+missing (a partition without data, or one not trained yet), from the latest earlier
+checkpoint, with the partitions it skipped recorded. The first partition starts from a
+fresh model. D uses the forecaster's window and hold-out (the latest periods of the
+window ending on D are held out for its metrics and the gate) and trains on the rows
+that became available since its parent's hold-out started, so every row is learned
+once and none is held out for ever, at any frequency.
+
+During training it stores an intermediate checkpoint every few epochs; a run that
+dies and is retried resumes from the newest intact one and ends with the same model
+as a run that never stopped.
 """
 
 import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
@@ -20,24 +26,24 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.datasets.keys import DatasetKeys
-from mlops_assets.datasets.spec import CheckpointSpec, DatasetSpec
-from mlops_assets.lakehouse.delta import PARTITION_COLUMN, DeltaLake
+from mlops_assets.datasets.spec import PARTITION_COLUMN, CheckpointSpec, DatasetSpec
+from mlops_assets.lakehouse.delta import DeltaLake
 from mlops_assets.lakehouse.features import feature_columns
-from mlops_assets.ml import gate
 from mlops_assets.ml.continued import TrainingState, make_trainer, train_day
-from mlops_assets.ml.record import experiment_metadata, lineage_version
+from mlops_assets.ml.record import ModelRecord, experiment_metadata, fitted_digest, window_input
 from mlops_assets.ml.tracking import MlflowTracking, log_sklearn_model
 from mlops_assets.ml.trainer import NotEnoughData, forecast_metrics, split_holdout
-from mlops_assets.partitions import daily_partitions, partition_day
+from mlops_assets.partitions import partition_before, partition_start, partitions_back, partitions_def
+from mlops_assets.policies import TRANSIENT_FAILURES
 from mlops_assets.provenance import git_commit
 from mlops_assets.storage.checkpoints import CheckpointStore
 
-CHECKPOINT_CODE_VERSION = "checkpoint-1"
+CHECKPOINT_CODE_VERSION = "checkpoint-2"
 
 
 @dataclass
 class CheckpointModel:
-    """The checkpoint model at the end of a day, with what it was made from."""
+    """The checkpoint model at the end of a partition, with what it was made from."""
 
     model: Any
     family: str
@@ -46,45 +52,80 @@ class CheckpointModel:
     seed: int
     window: tuple[dt.date, dt.date]
     holdout_start: pd.Timestamp
+    trained_partitions: tuple[str, ...]
+    holdout_partitions: tuple[str, ...]
+    gold_uri: str
     gold_version: int | None
     days_trained: int
     parent: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
     mlflow_run_id: str | None = None
     model_uri: str | None = None
 
     def predict(self, rows: pd.DataFrame) -> np.ndarray:
         return self.model.predict(rows)
 
+    @property
+    def sha256(self) -> str:
+        return fitted_digest(self.family, self.features, self.model)
+
+    def record(self, asset: str, partition: str) -> ModelRecord:
+        return ModelRecord(
+            asset=asset,
+            partition=partition,
+            family=self.family,
+            model_uri=self.model_uri or "",
+            run_id=self.mlflow_run_id or "",
+            sha256=self.sha256,
+            gold_uri=self.gold_uri,
+            gold_version=int(self.gold_version if self.gold_version is not None else -1),
+            trained_partitions=self.trained_partitions,
+            holdout_partitions=self.holdout_partitions,
+            holdout_start=self.holdout_start.isoformat(),
+            metrics=dict(self.metrics),
+        )
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The checkpoint a partition continues from: its partition, model and stored sha256, and
+    the partitions between it and the child that have no checkpoint."""
+
+    partition: str
+    model: CheckpointModel
+    sha256: str
+    skipped: tuple[str, ...]
+
 
 def build_checkpoint_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     keys = DatasetKeys(spec)
     settings = spec.checkpoint
-    code_version = spec.code_version(CHECKPOINT_CODE_VERSION, "features", "checkpoint")
-    partitions = daily_partitions(spec)
+    code_version = spec.code_version(CHECKPOINT_CODE_VERSION, "frequency", "partitions", "features", "checkpoint")
+    window = spec.model.training_window
+    noun = spec.grain.noun
 
     @dg.asset(
         key=keys.checkpoint,
         ins={
             "previous": dg.AssetIn(
                 keys.checkpoint,
-                partition_mapping=dg.TimeWindowPartitionMapping(
-                    start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
-                ),
+                partition_mapping=partition_before(),
                 metadata={"allow_missing_partitions": True},
             )
         },
-        deps=[keys.gold],
-        partitions_def=partitions,
+        deps=[dg.AssetDep(keys.gold, partition_mapping=partitions_back(window - 1))],
+        partitions_def=partitions_def(spec),
         group_name="models",
         kinds={"scikit-learn", "mlflow"},
         code_version=code_version,
         io_manager_key="object_store",
-        check_specs=[gate.gate_check_spec(spec, keys.checkpoint)],
+        retry_policy=TRANSIENT_FAILURES,
         description=(
-            f"A {settings.family} network that continues training each day from the day before: "
-            f"{settings.epochs_per_day} epochs over the day's gold hours (the latest "
-            f"{spec.model.holdout_fraction:.0%} held out, and trained on the next day), with a resumable "
-            f"checkpoint every {settings.checkpoint_every} epochs. The first day starts from a fresh network."
+            f"A {settings.family} network that keeps learning: each {noun} continues from the latest earlier "
+            f"checkpoint and trains {settings.epochs} epochs on the rows that became available since (the "
+            f"forecaster's {window}-{noun} window, its latest {spec.model.holdout_fraction:.0%} held out), with "
+            f"a resumable checkpoint every {settings.checkpoint_every} epochs. Inputs and target are "
+            "standardised, so it learns the same way in any unit."
         ),
     )
     def checkpoint(
@@ -93,20 +134,28 @@ def build_checkpoint_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         lake: DeltaLake,
         checkpoints: CheckpointStore,
         mlflow_tracking: MlflowTracking,
-    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-        day = partition_day(context)
-        parent = _parent_record(context, keys.checkpoint, day, previous)
-        days = [day] if previous is None else [day - dt.timedelta(days=1), day]
-        gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), days).require(keys.gold)
-        train, holdout, holdout_start = day_rows(
-            gold.rows, spec, day, previous.holdout_start if previous is not None else None
-        )
+    ) -> Iterator[dg.Output]:
+        day = partition_start(context)
+        parent = _parent(context, keys.checkpoint, spec, day, previous)
+        if parent is not None and parent.skipped:
+            context.log.warning(
+                f"No checkpoint for {', '.join(parent.skipped)}: {day} continues from {parent.partition}."
+            )
+        first = max(spec.start_date, spec.grain.shift(day, -(window - 1)))
+        since = spec.grain.floor(parent.model.holdout_start.date()) if parent is not None else first
+        partitions = spec.grain.between(min(first, since), day)
+        gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), partitions).require(keys.gold)
+        try:
+            train, holdout, split = new_rows(gold.rows, spec, (first, day), parent.model if parent else None)
+        except NotEnoughData as error:
+            # The same rows fail the same way: retrying cannot help.
+            raise dg.Failure(str(error), allow_retries=False) from error
         trainer = make_trainer(settings.family, spec.target_column, settings.params, settings.seed)
-        if previous is None:
+        if parent is None:
             features = [column for column in feature_columns(spec) if train[column].notna().any()]
             start = TrainingState(model=trainer.fresh(features, train), step=0)
         else:
-            features, start = previous.features, TrainingState(model=previous.model, step=0)
+            features, start = parent.model.features, TrainingState(model=parent.model.model, step=0)
         fingerprint = _fingerprint(parent, train, day, code_version, settings)
 
         with checkpoints.training(keys.checkpoint, context.partition_key, fingerprint) as store:
@@ -120,7 +169,7 @@ def build_checkpoint_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
 
             def save(state: TrainingState) -> None:
                 digest = store.save(state.step, state.model)
-                context.log.info(f"Checkpoint after epoch {state.step}/{settings.epochs_per_day}: sha256 {digest}")
+                context.log.info(f"Checkpoint after epoch {state.step}/{settings.epochs}: sha256 {digest}")
 
             def progress(done: int, total: int) -> None:
                 context.log.debug(f"epoch {done}/{total}")
@@ -130,26 +179,31 @@ def build_checkpoint_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
                 start,
                 train,
                 day,
-                steps=settings.epochs_per_day,
+                steps=settings.epochs,
                 checkpoint_every=settings.checkpoint_every,
                 save=save,
                 progress=progress,
             )
+            trained = sorted({*(parent.model.trained_partitions if parent else ()), *_partitions(train)})
             model = CheckpointModel(
                 model=training.model,
                 family=settings.family,
                 features=list(features),
                 target=spec.target_column,
                 seed=settings.seed,
-                window=(day, day),
-                holdout_start=holdout_start,
+                window=(first, day),
+                holdout_start=split,
+                trained_partitions=tuple(trained),
+                holdout_partitions=_partitions(holdout),
+                gold_uri=gold.uri,
                 gold_version=gold.version,
-                days_trained=(previous.days_trained if previous else 0) + 1,
-                parent=parent["partition"] if parent else None,
+                days_trained=(parent.model.days_trained if parent else 0) + 1,
+                parent=parent.partition if parent else None,
             )
-            metrics = forecast_metrics(holdout, model.predict(holdout), spec)
-            params = {"family": settings.family, **settings.params, "epochs_per_day": settings.epochs_per_day}
-            inputs = [{"uri": gold.uri, "version": gold.version, "days": [days[0].isoformat(), day.isoformat()]}]
+            model.metrics = forecast_metrics(holdout, model.predict(holdout), spec)
+            params = {"family": settings.family, **settings.params, "epochs": settings.epochs}
+            rows = {key.isoformat(): count for key, count in gold.rows[PARTITION_COLUMN].value_counts().items()}
+            inputs = [window_input(gold.uri, gold.version, [key.isoformat() for key in partitions], rows)]
             commit = git_commit()
             with mlflow_tracking.start_run(
                 context,
@@ -157,20 +211,21 @@ def build_checkpoint_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
                 tags={
                     "mlops.code_version": code_version,
                     "mlops.git_commit": commit,
-                    "mlops.parent_checkpoint": parent["partition"] if parent else "",
+                    "mlops.parent_checkpoint": parent.partition if parent else "",
+                    "mlops.sha256": model.sha256,
                 },
             ) as run:
                 mlflow.log_params({**params, "seed": settings.seed, "checkpoint_every": settings.checkpoint_every})
-                mlflow.log_metrics({**metrics, "train_rows": len(train), "holdout_rows": len(holdout)})
+                mlflow.log_metrics({**model.metrics, "train_rows": len(train), "holdout_rows": len(holdout)})
                 model_info = log_sklearn_model(model.model)
             model.mlflow_run_id, model.model_uri = run.info.run_id, model_info.model_uri
             metadata = experiment_metadata(
                 params=params,
-                metrics=metrics,
+                metrics=model.metrics,
                 train_rows=len(train),
                 holdout_rows=len(holdout),
-                holdout_start=holdout_start,
-                window=f"{days[0].isoformat()}..{day.isoformat()}",
+                holdout_start=split,
+                window=f"{first.isoformat()}..{day.isoformat()}",
                 inputs=inputs,
                 code_version=code_version,
                 commit=commit,
@@ -182,86 +237,104 @@ def build_checkpoint_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             metadata.update(
                 {
                     "gold_version": dg.MetadataValue.int(gold.version),
-                    "parent_checkpoint": dg.MetadataValue.text(parent["partition"] if parent else "fresh"),
-                    "parent_sha256": dg.MetadataValue.text(parent["sha256"] if parent else ""),
+                    "parent_checkpoint": dg.MetadataValue.text(parent.partition if parent else "fresh"),
+                    "parent_sha256": dg.MetadataValue.text(parent.sha256 if parent else ""),
+                    "skipped_partitions": dg.MetadataValue.json(list(parent.skipped) if parent else []),
                     "resumed_from_step": dg.MetadataValue.int(training.resumed_from_step),
                     "steps_run": dg.MetadataValue.int(training.steps_run),
-                    "steps": dg.MetadataValue.int(settings.epochs_per_day),
+                    "steps": dg.MetadataValue.int(settings.epochs),
                     "checkpoints_written": dg.MetadataValue.json(training.checkpoints_written),
                     "days_trained": dg.MetadataValue.int(model.days_trained),
+                    "model_sha256": dg.MetadataValue.text(model.sha256),
                     "training_fingerprint": dg.MetadataValue.text(fingerprint),
                 }
             )
-            decision = gate.evaluate(spec, lake, mlflow_tracking.registry(), model)
-            yield dg.Output(
-                model,
-                metadata=metadata,
-                data_version=lineage_version(inputs=inputs, parent=parent, code=code_version, seed=settings.seed),
-            )
-            yield decision.check_result(spec)
+            yield dg.Output(model, metadata=metadata, data_version=dg.DataVersion(model.sha256[:20]))
             store.discard()
 
     return checkpoint
 
 
-def day_rows(
-    gold: pd.DataFrame, spec: DatasetSpec, day: dt.date, held_out_since: pd.Timestamp | None
+def _partitions(rows: pd.DataFrame) -> tuple[str, ...]:
+    return tuple(sorted({value.isoformat() for value in rows[PARTITION_COLUMN].unique()}))
+
+
+def new_rows(
+    gold: pd.DataFrame, spec: DatasetSpec, window: tuple[dt.date, dt.date], parent: CheckpointModel | None
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
-    """A day's (training rows, held-out rows, first held-out hour) from gold rows of the day and
-    the day before.
+    """A partition's (training rows, held-out rows, first held-out timestamp).
 
-    The latest hours of the day are held out; the hours the day before held out (from
-    ``held_out_since``, None on the first day) are trained on today, so every hour is
-    learned from once, a day late, and none is held out for ever.
+    The hold-out is the forecaster's: the latest periods of the window. Training rows are
+    those before it that the parent has not learned from: from the parent's own hold-out
+    start on (everything before the hold-out for a fresh model).
     """
-    today = gold[gold[PARTITION_COLUMN] == day]
-    if today.dropna(subset=[spec.target_column]).empty:
-        raise NotEnoughData(f"no gold rows with {spec.target_column} on {day}: nothing to continue training on")
-    fresh_hours, holdout, holdout_start = split_holdout(today, spec, (day, day))
-    if held_out_since is None:
-        return fresh_hours, holdout, holdout_start
-    earlier = gold[(gold[PARTITION_COLUMN] != day) & (gold[spec.timestamp_column] >= held_out_since)]
-    earlier = earlier.dropna(subset=[spec.target_column])
-    return pd.concat([earlier, fresh_hours], ignore_index=True), holdout, holdout_start
+    first, last = window
+    in_window = gold[(gold[PARTITION_COLUMN] >= first) & (gold[PARTITION_COLUMN] <= last)]
+    if in_window.dropna(subset=[spec.target_column]).empty:
+        raise NotEnoughData(f"no gold rows with {spec.target_column} in {first}..{last}: nothing to train on")
+    split = split_holdout(in_window, spec, window)
+    rows = gold.dropna(subset=[spec.target_column])
+    rows = rows[rows[spec.timestamp_column] < split.holdout_start]
+    if parent is not None:
+        rows = rows[rows[spec.timestamp_column] >= parent.holdout_start]
+    train = rows.sort_values([spec.timestamp_column, spec.entity_column], kind="stable").reset_index(drop=True)
+    if train.empty:
+        raise NotEnoughData(
+            f"no rows became available for training between the parent's hold-out ({parent.holdout_start}) and "
+            f"{split.holdout_start}"
+        )
+    return train, split.holdout, split.holdout_start
 
 
-def _parent_record(
-    context: dg.AssetExecutionContext, key: dg.AssetKey, day: dt.date, previous: CheckpointModel | None
-) -> dict[str, str] | None:
-    """The day before's checkpoint (its partition and sha256), None for the first day of the
-    chain; a gap in the chain is an error, since days must train in order."""
-    before = (day - dt.timedelta(days=1)).isoformat()
-    if previous is None:
-        earlier = [partition for partition in context.instance.get_materialized_partitions(key) if partition < before]
-        if earlier:
-            raise dg.Failure(
-                f"{key.to_user_string()} has no checkpoint for {before}, but has earlier ones "
-                f"(latest {max(earlier)}): days train in order, so materialize {before} first "
-                "(a backfill over the missing days runs them in order)."
-            )
-        return None
+def _parent(
+    context: dg.AssetExecutionContext,
+    key: dg.AssetKey,
+    spec: DatasetSpec,
+    day: dt.date,
+    previous: CheckpointModel | None,
+) -> Parent | None:
+    """The checkpoint ``day`` continues from: the partition before it, or the latest earlier one
+    (loaded from the object store), or None for the first of the chain."""
+    before = spec.grain.shift(day, -1).isoformat()
+    if previous is not None:
+        partition, model, skipped = before, previous, ()
+    else:
+        earlier = sorted(
+            partition for partition in context.instance.get_materialized_partitions(key) if partition < before
+        )
+        if not earlier:
+            return None
+        partition = earlier[-1]
+        model = context.resources.object_store.load_partition(context.instance, key, partition)
+        start = dt.date.fromisoformat(partition)
+        skipped = tuple(value.isoformat() for value in spec.grain.between(spec.grain.shift(start, 1), day)[:-1])
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[before]), limit=1
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
     ).records
     sha = records[0].asset_materialization.metadata.get("sha256") if records else None
-    return {"partition": before, "sha256": sha.value if isinstance(sha, dg.TextMetadataValue) else ""}
+    return Parent(
+        partition=partition,
+        model=model,
+        sha256=sha.value if isinstance(sha, dg.TextMetadataValue) else "",
+        skipped=skipped,
+    )
 
 
 def _fingerprint(
-    parent: dict[str, str] | None, train: pd.DataFrame, day: dt.date, code_version: str, settings: CheckpointSpec
+    parent: Parent | None, train: pd.DataFrame, day: dt.date, code_version: str, settings: CheckpointSpec
 ) -> str:
-    """What determines a day's training (parent model, the training rows themselves, code and
-    settings), so that a retry resumes only the very same training."""
+    """What determines a partition's training (parent model, the training rows themselves, code
+    and settings), so that a retry resumes only the very same training."""
     text = json.dumps(
         {
-            "parent": parent,
+            "parent": {"partition": parent.partition, "sha256": parent.sha256} if parent else None,
             "rows": int(pd.util.hash_pandas_object(train, index=False).sum()),
             "day": day.isoformat(),
             "code": code_version,
             "family": settings.family,
             "params": settings.params,
             "seed": settings.seed,
-            "epochs": settings.epochs_per_day,
+            "epochs": settings.epochs,
         },
         sort_keys=True,
         default=str,

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.neural_network import MLPRegressor
@@ -47,14 +48,46 @@ class StepTrainer(Protocol):
         """Predictions of ``model`` for gold rows."""
 
 
+class ScaledTarget(RegressorMixin, BaseEstimator):
+    """A network trained on the standardised target that predicts in the target's own unit.
+
+    The target's mean and scale are fixed when the model starts (from its first training
+    rows), so a network learns on values near zero whatever the unit of the data (kWh,
+    degrees, thousands of jobs), and keeps its meaning from one partition to the next.
+    """
+
+    def __init__(self, network: MLPRegressor, mean: float = 0.0, scale: float = 1.0) -> None:
+        self.network = network
+        self.mean = mean
+        self.scale = scale
+
+    def fit(self, inputs: np.ndarray, target: np.ndarray) -> ScaledTarget:
+        """Fit from scratch: the target's mean and scale from ``target``, then the network."""
+        values = np.asarray(target, dtype=float)
+        self.mean = float(values.mean())
+        self.scale = float(values.std()) if len(values) > 1 and values.std() > 0 else 1.0
+        self.network.fit(inputs, (values - self.mean) / self.scale)
+        return self
+
+    def partial_fit(self, inputs: np.ndarray, target: np.ndarray) -> ScaledTarget:
+        self.network.partial_fit(inputs, (np.asarray(target, dtype=float) - self.mean) / self.scale)
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self.network, "coefs_")
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        return self.network.predict(inputs) * self.scale + self.mean
+
+
 @dataclass
 class MlpTrainer:
     """A scikit-learn multi-layer perceptron trained epoch by epoch with ``partial_fit``.
 
     The model is a pipeline that selects the feature columns, standardises them
-    (statistics updated with each new day), fills a missing feature with its mean
-    (0 after scaling) and feeds the network; the same pipeline is what the registry
-    serves.
+    (statistics updated with each new partition), fills a missing feature with its mean
+    (0 after scaling) and feeds the network, which learns a standardised target
+    (:class:`ScaledTarget`); the same pipeline is what the registry serves.
     """
 
     target: str
@@ -64,12 +97,14 @@ class MlpTrainer:
 
     def fresh(self, features: list[str], rows: pd.DataFrame) -> Pipeline:
         network = MLPRegressor(random_state=self.seed, shuffle=False, **_network_params(self.params))
+        values = rows[self.target].to_numpy(dtype=float)
+        scale = float(values.std()) if len(values) > 1 and values.std() > 0 else 1.0
         pipeline = Pipeline(
             [
                 ("features", ColumnTransformer([("selected", "passthrough", features)], remainder="drop")),
                 ("scale", StandardScaler()),
                 ("fill", SimpleImputer(strategy="constant", fill_value=0.0, keep_empty_features=True)),
-                ("network", network),
+                ("network", ScaledTarget(network, mean=float(values.mean()), scale=scale)),
             ]
         )
         selected = pipeline.named_steps["features"].fit_transform(rows)

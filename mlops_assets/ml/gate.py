@@ -1,19 +1,23 @@
-"""The quality gate: may a candidate model replace the registry's champion?
+"""The quality gate: may a partition's candidate model become the champion?
 
-Candidate and champion are scored on the same hold-out: the candidate's own held-out
-hours, less any hour the champion was fitted on (so neither model is scored on its
-training data). The candidate is refused when it misses an absolute bound of the
-spec, when it is worse than the champion by more than the spec's margin on the gate
-metric, or when there is no hour to compare them on.
+A candidate is judged on its own held-out rows, less any row the champion it would
+replace was fitted on (judged by the rows each model was trained on, not by a time
+cutoff, so late and backfilled partitions are judged as fairly as new ones). It passes
+when, on those rows:
+
+- it beats the seasonal-naive forecast (skill above ``registry.min_skill``, 0 by
+  default): a model worse than repeating the value one season earlier never serves;
+- it meets the spec's absolute ``registry.thresholds``;
+- it is not worse than the champion by more than ``registry.margin`` on
+  ``registry.metric``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import dagster as dg
 import numpy as np
@@ -22,26 +26,21 @@ import pandas as pd
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import HIGHER_IS_BETTER, DatasetSpec
 from mlops_assets.lakehouse.delta import DeltaLake
-from mlops_assets.ml.registry import RegisteredModel, Registry
+from mlops_assets.ml.record import ModelRecord
 from mlops_assets.ml.trainer import forecast_metrics
-from mlops_assets.partitions import daily_partitions, days_between
 
 GATE_CHECK = "beats_champion"
+
+Predict = Callable[[pd.DataFrame], np.ndarray]
 
 
 @runtime_checkable
 class Candidate(Protocol):
-    """A trained model competing for the champion alias: where it was logged in MLflow, the
-    gold days and version it was trained on, and its first held-out hour."""
-
-    family: str
-    window: tuple[dt.date, dt.date]
-    holdout_start: pd.Timestamp
-    gold_version: int | None
-    mlflow_run_id: str | None
-    model_uri: str | None
+    """A trained model competing for the champion alias."""
 
     def predict(self, rows: pd.DataFrame) -> np.ndarray: ...
+
+    def record(self, asset: str, partition: str) -> ModelRecord: ...
 
 
 @dataclass(frozen=True)
@@ -52,91 +51,100 @@ class GateDecision:
     reasons: list[str]
     candidate_metrics: dict[str, float]
     champion_metrics: dict[str, float] | None = None
-    champion_version: str | None = None
-    holdout_rows: int = 0
-    holdout_from: pd.Timestamp | None = None
+    champion: ModelRecord | None = None
+    rows: int = 0
 
     def summary(self, spec: DatasetSpec) -> str:
         metric = spec.gate.metric
-        mine = self.candidate_metrics.get(metric, math.nan)
-        text = f"{metric} {mine:.4f} over {self.holdout_rows} hold-out rows"
-        if self.champion_metrics is not None:
-            text += f" vs champion v{self.champion_version} {self.champion_metrics.get(metric, math.nan):.4f}"
+        mine = self.candidate_metrics
+        parts = [f"{metric} {mine.get(metric, math.nan):.4f}"]
+        if self.champion_metrics is not None and self.champion is not None:
+            parts.append(f"champion {self.champion.label} {self.champion_metrics.get(metric, math.nan):.4f}")
+        parts.append(f"skill {mine.get('skill', math.nan):.3f} vs seasonal naive")
         verdict = "passed" if self.passed else "refused: " + "; ".join(self.reasons)
-        return f"{verdict} ({text})"
+        return f"{verdict} ({', '.join(parts)}, {self.rows} hold-out rows)"
 
-    def check_result(self, spec: DatasetSpec) -> dg.AssetCheckResult:
-        metadata: dict[str, dg.MetadataValue] = {
-            "decision": dg.MetadataValue.text(self.summary(spec)),
-            "holdout_rows": dg.MetadataValue.int(self.holdout_rows),
-            **{f"candidate_{name}": dg.MetadataValue.float(value) for name, value in self.candidate_metrics.items()},
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "reasons": list(self.reasons),
+            "candidate_metrics": _finite(self.candidate_metrics),
+            "champion": self.champion.label if self.champion is not None else None,
+            "champion_metrics": _finite(self.champion_metrics) if self.champion_metrics is not None else None,
+            "rows": self.rows,
         }
-        if self.champion_metrics is not None:
-            metadata["champion_version"] = dg.MetadataValue.text(self.champion_version or "")
-            metadata.update(
-                {f"champion_{name}": dg.MetadataValue.float(value) for name, value in self.champion_metrics.items()}
-            )
-        return dg.AssetCheckResult(
-            check_name=GATE_CHECK, passed=self.passed, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata
-        )
 
 
-def gate_check_spec(spec: DatasetSpec, candidate: dg.AssetKey) -> dg.AssetCheckSpec:
+def decision_check_result(passed: bool, summary: str, verdict: Mapping[str, Any]) -> dg.AssetCheckResult:
+    """The asset check result of a recorded gate verdict: the decision and both models' metrics."""
+    metadata: dict[str, dg.MetadataValue] = {
+        "decision": dg.MetadataValue.text(summary),
+        "holdout_rows": dg.MetadataValue.int(int(verdict.get("rows", 0))),
+    }
+    for side in ("candidate", "champion"):
+        for name, value in (verdict.get(f"{side}_metrics") or {}).items():
+            metadata[f"{side}_{name}"] = dg.MetadataValue.float(math.nan if value is None else float(value))
+    if verdict.get("champion"):
+        metadata["champion"] = dg.MetadataValue.text(verdict["champion"])
+    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    return {name: None if math.isnan(value) else value for name, value in metrics.items()}
+
+
+def gate_check_description(spec: DatasetSpec) -> str:
     gate = spec.gate
     bounds = ", ".join(
         f"{name} {'>=' if bound == 'min' else '<='} {value:g}"
         for name, limits in gate.thresholds.items()
         for bound, value in limits.items()
     )
-    return dg.AssetCheckSpec(
-        GATE_CHECK,
-        asset=candidate,
-        blocking=True,
-        partitions_def=daily_partitions(spec),
-        description=(
-            f"The model may replace the champion of {gate.model_name}: its {gate.metric} on the common "
-            f"hold-out is at most {gate.margin:.0%} worse than the champion's"
-            + (f", and it meets {bounds}" if bounds else "")
-            + ". A failure keeps it out of the registry."
-        ),
+    return (
+        f"The partition's candidate beat the seasonal-naive forecast (skill above {gate.min_skill:g}) and is "
+        f"at most {gate.margin:.0%} worse in {gate.metric} than the champion it would replace, on hold-out "
+        "rows neither was fitted on" + (f"; it meets {bounds}" if bounds else "") + ". Refused candidates "
+        "never take the champion alias; the champion before them stays."
     )
 
 
-def holdout_rows(lake: DeltaLake, spec: DatasetSpec, candidate: Candidate) -> pd.DataFrame:
-    """The candidate's held-out gold rows, read at the gold version it was trained on."""
+def holdout_rows(lake: DeltaLake, spec: DatasetSpec, record: ModelRecord) -> pd.DataFrame:
+    """A model's held-out gold rows, read at the gold version it was trained on."""
     keys = DatasetKeys(spec)
-    days = days_between(candidate.holdout_start.date(), candidate.window[1])
-    rows = lake.read_days(lake.table_uri(*keys.table(keys.gold)), days, version=candidate.gold_version).rows
+    days = [pd.Timestamp(partition).date() for partition in record.holdout_partitions]
+    rows = lake.read_days(lake.table_uri(*keys.table(keys.gold)), days, version=record.gold_version).rows
     rows = rows.dropna(subset=[spec.target_column])
-    return rows[rows[spec.timestamp_column] >= candidate.holdout_start].reset_index(drop=True)
+    rows = rows[rows[spec.timestamp_column] >= pd.Timestamp(record.holdout_start)]
+    return rows.sort_values([spec.timestamp_column, spec.entity_column], kind="stable").reset_index(drop=True)
 
 
 def judge(
     spec: DatasetSpec,
-    candidate: Candidate,
+    candidate: Predict,
     holdout: pd.DataFrame,
-    champion: RegisteredModel | None,
-    champion_predict: Callable[[pd.DataFrame], np.ndarray] | None,
+    champion: ModelRecord | None,
+    champion_predict: Predict | None,
 ) -> GateDecision:
-    """The gate's decision on ``candidate``, against ``champion`` when there is one."""
-    gate, timestamp = spec.gate, spec.timestamp_column
-    reasons: list[str] = []
-    start = candidate.holdout_start
-    if champion is not None and champion.trained_until is not None:
-        start = max(start, champion.trained_until)
-    common = holdout[holdout[timestamp] >= start]
+    """The gate's decision on a candidate with ``holdout`` rows, against ``champion`` if there is one."""
+    gate = spec.gate
+    common = holdout if champion is None else holdout[~champion.seen(holdout, spec)].reset_index(drop=True)
     if common.empty:
         return GateDecision(
             passed=False,
-            reasons=[
-                "no hold-out hour that neither model was fitted on"
-                + (f" (champion v{champion.version} was fitted up to {start})" if champion else "")
-            ],
+            reasons=[f"no hold-out row that champion {champion.label} was not fitted on"],
             candidate_metrics={},
-            champion_version=champion.version if champion else None,
-            holdout_from=start,
+            champion=champion,
         )
-    mine = forecast_metrics(common, np.asarray(candidate.predict(common), dtype=float), spec)
+    mine = forecast_metrics(common, np.asarray(candidate(common), dtype=float), spec)
+    reasons: list[str] = []
+    skill = mine.get("skill", math.nan)
+    if math.isnan(skill):
+        reasons.append(
+            f"no seasonal-naive forecast to beat on the hold-out (it needs {spec.features.season} of history "
+            "before each held-out row)"
+        )
+    elif not skill > gate.min_skill:
+        reasons.append(f"skill {skill:.3f} does not beat the seasonal-naive forecast (needs above {gate.min_skill:g})")
     for name, limits in gate.thresholds.items():
         value = mine.get(name, math.nan)
         if "min" in limits and not value >= limits["min"]:
@@ -153,7 +161,7 @@ def judge(
             worse = not ours <= best * (1 + gate.margin)
         if worse:
             reasons.append(
-                f"{gate.metric} {ours:.4f} is worse than champion v{champion.version}'s {best:.4f} "
+                f"{gate.metric} {ours:.4f} is worse than champion {champion.label}'s {best:.4f} "
                 f"by more than {gate.margin:.0%}"
             )
     return GateDecision(
@@ -161,20 +169,6 @@ def judge(
         reasons=reasons,
         candidate_metrics=mine,
         champion_metrics=theirs,
-        champion_version=champion.version if champion else None,
-        holdout_rows=len(common),
-        holdout_from=start,
-    )
-
-
-def evaluate(spec: DatasetSpec, lake: DeltaLake, registry: Registry, candidate: Candidate) -> GateDecision:
-    """The gate's decision on ``candidate`` against the registry's current champion."""
-    champion = registry.champion(spec.gate.model_name)
-    served = registry.load(champion) if champion is not None else None
-    return judge(
-        spec,
-        candidate,
-        holdout_rows(lake, spec, candidate),
-        champion,
-        served.predict if served is not None else None,
+        champion=champion,
+        rows=len(common),
     )

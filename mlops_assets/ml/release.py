@@ -1,11 +1,28 @@
-"""Releases: a candidate model that passed the quality gate, registered and made champion.
+"""Releases: the registry's decision, partition by partition, on which model is the champion.
 
-One release asset per candidate asset (the forecaster, the checkpoint model). A day's
-release runs only when the candidate's blocking gate check passed. Before moving the
-alias it judges the candidate again against the champion of that moment: another
-candidate may have been promoted since the check ran, and a candidate that does not
-beat it is recorded as not released instead of replacing a better model.
+One release asset per candidate asset (the forecaster, the checkpoint model), each with
+its own registered model. The decision for partition D judges D's candidate against the
+champion for the partition before D (the model that served when D's data arrived):
+
+- it passes the gate (:mod:`mlops_assets.ml.gate`): the champion for D is D's candidate;
+- it is refused: the champion for D stays the one before.
+
+Decisions are declared to depend on the decision before them, so they form a chain in
+data time, not arrival time: whatever order files arrive in, every partition ends up
+judged against the same champion, and the registry ends on the same champion. The
+registry's aliases follow the decision for the latest partition only; a decision for an
+earlier partition (late data, a backfill) is recorded and moves nothing. Because each
+decision waits for the one before it (automation never starts a decision while the one
+before is in a run), alias moves follow partition order. At that latest
+partition, the candidate is registered (unless the very same model is already, compared
+by its fitted digest) and marked ``challenger`` while it is judged; ``champion`` moves to
+the decision's champion when it changed. With ``registry.dry_run`` the decision is recorded
+and no alias moves.
 """
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 
@@ -13,82 +30,218 @@ from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.lakehouse.delta import DeltaLake
 from mlops_assets.ml import gate
+from mlops_assets.ml.record import ModelRecord
+from mlops_assets.ml.registry import CHAMPION, Registry
 from mlops_assets.ml.tracking import MlflowTracking
-from mlops_assets.partitions import daily_partitions
+from mlops_assets.partitions import partition_before, partitions_def
 from mlops_assets.policies import TRANSIENT_FAILURES, on_upstream_update
 
-RELEASE_CODE_VERSION = "release-1"
+RELEASE_CODE_VERSION = "release-2"
+
+
+@dataclass(frozen=True)
+class ReleaseDecision:
+    """The registry's decision for one partition: its candidate, the gate's verdict, the
+    champion for the partition (the candidate if it passed, else the champion before),
+    and the registered version of that champion when the decision registered it."""
+
+    partition: str
+    candidate: ModelRecord
+    passed: bool
+    summary: str
+    champion: ModelRecord | None
+    version: str | None
+    gate: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "partition": self.partition,
+            "candidate": self.candidate.to_json(),
+            "passed": self.passed,
+            "summary": self.summary,
+            "champion": self.champion.to_json() if self.champion else None,
+            "version": self.version,
+            "gate": dict(self.gate),
+        }
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> "ReleaseDecision":
+        return cls(
+            partition=value["partition"],
+            candidate=ModelRecord.from_json(value["candidate"]),
+            passed=bool(value["passed"]),
+            summary=value["summary"],
+            champion=ModelRecord.from_json(value["champion"]) if value.get("champion") else None,
+            version=value.get("version"),
+            gate=dict(value.get("gate", {})),
+        )
+
+
+def decision_before(instance: dg.DagsterInstance, release: dg.AssetKey, partition: str) -> "ReleaseDecision | None":
+    """The latest decision of ``release`` for a partition before ``partition`` (the one just
+    before it, or the latest earlier one when partitions without data lie between)."""
+    earlier = [key for key in instance.get_materialized_partitions(release) if key < partition]
+    return decision_for(instance, release, max(earlier)) if earlier else None
+
+
+def decision_for(instance: dg.DagsterInstance, release: dg.AssetKey, partition: str) -> "ReleaseDecision | None":
+    """The latest decision of ``release`` for ``partition``, if it has one."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=release, asset_partitions=[partition]), limit=1
+    ).records
+    if not records:
+        return None
+    return ReleaseDecision.from_json(records[0].asset_materialization.metadata["decision"].value)
+
+
+def first_champion_partition(instance: dg.DagsterInstance, release: dg.AssetKey) -> str | None:
+    """The first partition whose decision has a champion: the partitions after it can be scored."""
+    for partition in sorted(instance.get_materialized_partitions(release)):
+        decision = decision_for(instance, release, partition)
+        if decision is not None and decision.champion is not None:
+            return partition
+    return None
+
+
+def registered_name(spec: DatasetSpec, candidate: dg.AssetKey) -> str:
+    keys = DatasetKeys(spec)
+    return spec.gate.model_name if candidate == keys.forecaster else spec.gate.checkpoint_model_name
 
 
 def build_release_asset(spec: DatasetSpec, candidate_key: dg.AssetKey) -> dg.AssetsDefinition:
     keys = DatasetKeys(spec)
-    name = spec.gate.model_name
+    release_key = keys.release(candidate_key)
+    name = registered_name(spec, candidate_key)
+    noun = spec.grain.noun
 
     @dg.asset(
-        key=keys.release(candidate_key),
+        key=release_key,
         ins={"candidate": dg.AssetIn(candidate_key)},
-        partitions_def=daily_partitions(spec),
+        deps=[dg.AssetDep(release_key, partition_mapping=partition_before())],
+        partitions_def=partitions_def(spec),
         group_name="registry",
         kinds={"mlflow"},
-        code_version=RELEASE_CODE_VERSION,
-        automation_condition=on_upstream_update(),
+        code_version=spec.code_version(RELEASE_CODE_VERSION, "registry"),
+        automation_condition=on_upstream_update(keys.primary_upstream, versioned=[candidate_key, release_key]),
         retry_policy=TRANSIENT_FAILURES,
         description=(
-            f"The {candidate_key.to_user_string()} model of the day, registered as a version of "
-            f"{name} and given the alias `champion` (the champion it replaces keeps `previous`) "
-            "once it passed the quality gate."
+            f"The registry's decision for the {noun}: the {candidate_key.to_user_string()} model of the {noun} "
+            f"judged against the champion for the {noun} before it. The champion for the {noun} is the "
+            "candidate when it passed the gate, else the one before. The MLflow model "
+            f"{name} follows the decision for the latest {noun}: `challenger` marks the candidate under "
+            "review, `champion` the decision's champion, `previous` the champion it replaced."
         ),
     )
     def release(
         context: dg.AssetExecutionContext, candidate: gate.Candidate, lake: DeltaLake, mlflow_tracking: MlflowTracking
     ) -> dg.MaterializeResult:
+        partition = context.partition_key
+        record = candidate.record(candidate_key.to_user_string(), partition)
+        before = decision_before(context.instance, release_key, partition)
+        champion_before = before.champion if before is not None else None
         registry = mlflow_tracking.registry()
-        decision = gate.evaluate(spec, lake, registry, candidate)
-        if not decision.passed:
-            context.log.warning(f"Not released: {decision.summary(spec)}")
-            return dg.MaterializeResult(
-                metadata={
-                    "released": dg.MetadataValue.bool(False),
-                    "decision": dg.MetadataValue.text(decision.summary(spec)),
-                }
+        if champion_before is not None and champion_before.sha256 == record.sha256:
+            verdict = None
+            summary = f"identical to champion {champion_before.label}: nothing to release"
+            passed, champion = True, champion_before
+        else:
+            verdict = gate.judge(
+                spec,
+                candidate.predict,
+                gate.holdout_rows(lake, spec, record),
+                champion_before,
+                registry.load(champion_before.model_uri).predict if champion_before is not None else None,
             )
-        window_start, window_end = candidate.window
-        version = registry.register(
-            name,
-            model_uri=candidate.model_uri,
-            run_id=candidate.mlflow_run_id,
-            tags={
-                "asset_key": candidate_key.to_user_string(),
-                "partition": context.partition_key,
-                "dagster_run_id": context.run.run_id,
-                "family": candidate.family,
-                "holdout_start": candidate.holdout_start.isoformat(),
-                "window_start": window_start.isoformat(),
-                "window_end": window_end.isoformat(),
-                "gold_uri": lake.table_uri(*keys.table(keys.gold)),
-                "gold_version": candidate.gold_version,
-                **{f"gate_{metric}": value for metric, value in decision.candidate_metrics.items()},
-            },
+            summary = verdict.summary(spec)
+            passed, champion = verdict.passed, (record if verdict.passed else champion_before)
+        version, moves = _apply(context, spec, registry, name, partition, record, champion_before, champion, summary)
+        decision = ReleaseDecision(
+            partition=partition,
+            candidate=record,
+            passed=passed,
+            summary=summary,
+            champion=champion,
+            version=version,
+            gate=verdict.to_json() if verdict is not None else {"passed": True, "reasons": [], "rows": 0},
         )
-        move = registry.promote(
-            name,
-            version.version,
-            reason=f"gate on {candidate_key.to_user_string()}@{context.partition_key} {decision.summary(spec)}",
-            actor=f"dagster run {context.run.run_id}",
-        )
-        context.log.info(f"{name} version {version.version} is champion: {decision.summary(spec)}")
+        context.log.info(f"{name} for {partition}: {summary}; {'; '.join(moves) or 'no alias moved'}")
         return dg.MaterializeResult(
             metadata={
-                "released": dg.MetadataValue.bool(True),
+                "decision": dg.MetadataValue.json(decision.to_json()),
+                "passed": dg.MetadataValue.bool(passed),
+                "summary": dg.MetadataValue.text(summary),
+                "champion": dg.MetadataValue.text(champion.label if champion else ""),
                 "registered_model": dg.MetadataValue.text(name),
-                "version": dg.MetadataValue.text(version.version),
-                "previous_champion": dg.MetadataValue.text(move.replaced.version if move.replaced else ""),
-                "decision": dg.MetadataValue.text(decision.summary(spec)),
-                **{
-                    f"gate_{metric}": dg.MetadataValue.float(value)
-                    for metric, value in decision.candidate_metrics.items()
-                },
-            }
+                "version": dg.MetadataValue.text(version or ""),
+                "alias_moves": dg.MetadataValue.json(moves),
+            },
+            # Downstream (the next decision, the next partition's scoring) changes only when
+            # the champion for this partition does.
+            data_version=dg.DataVersion(champion.sha256[:20] if champion else "no-champion"),
         )
 
     return release
+
+
+def build_gate_check(spec: DatasetSpec, candidate_key: dg.AssetKey) -> dg.AssetChecksDefinition:
+    """The gate's verdict on each partition's candidate, as an asset check of its release.
+
+    It reports the decision the release recorded (a separate step, so that the release,
+    which depends on the partition before it, runs on its own partition only)."""
+    release_key = DatasetKeys(spec).release(candidate_key)
+
+    @dg.asset_check(
+        asset=release_key,
+        name=gate.GATE_CHECK,
+        partitions_def=partitions_def(spec),
+        description=gate.gate_check_description(spec),
+    )
+    def beats_champion(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        decision = decision_for(context.instance, release_key, context.partition_key)
+        if decision is None:
+            raise dg.Failure(f"{release_key.to_user_string()} has no decision for {context.partition_key}")
+        return gate.decision_check_result(decision.passed, decision.summary, decision.gate)
+
+    return beats_champion
+
+
+def _apply(
+    context: dg.AssetExecutionContext,
+    spec: DatasetSpec,
+    registry: Registry,
+    name: str,
+    partition: str,
+    candidate: ModelRecord,
+    champion_before: ModelRecord | None,
+    champion: ModelRecord | None,
+    summary: str,
+) -> tuple[str | None, list[str]]:
+    """Move the registry's aliases as the decision for ``partition`` says, if it is the latest
+    partition's decision; returns the champion's registered version (None when it was not
+    registered by this decision) and the moves made."""
+    actor = f"dagster run {context.run.run_id}"
+    reason = f"release decision for {partition}: {summary}"
+    if spec.gate.dry_run:
+        registry.record_decision(name, None, f"dry run: {reason}", actor)
+        return None, ["dry run: no alias moved"]
+    decided_for = registry.champion_for(name)
+    if decided_for is not None and decided_for > partition:
+        return None, [f"none: the champion was chosen for a later {spec.grain.noun} ({decided_for})"]
+    tags = {"dagster_run_id": context.run.run_id, "decided_for": partition}
+    moves = []
+    serving = registry.champion(name)
+    known = {record.sha256 for record in (champion_before,) if record is not None}
+    if serving is not None:
+        known.add(serving.tag("sha256") or "")
+    if candidate.sha256 not in known:
+        under_review, _ = registry.register(name, candidate, tags)
+        if registry.set_challenger(name, under_review.version, reason, actor) is not None:
+            moves.append(f"challenger -> v{under_review.version}")
+    if champion is None:
+        return None, moves
+    version, _ = registry.register(name, champion, tags)
+    move = registry.release(name, version.version, partition, reason, actor)
+    if move is not None:
+        replaced = f" (was v{move.replaced.version})" if move.replaced else ""
+        moves.append(f"{CHAMPION} -> v{version.version}{replaced}")
+    return version.version, moves

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import functools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -15,6 +18,7 @@ import skops.io
 from mlflow.data.delta_dataset_source import DeltaDatasetSource
 from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
+from mlflow.tracking import MlflowClient
 from pydantic import Field
 
 from mlops_assets.lakehouse.delta import TableRead
@@ -36,6 +40,11 @@ class MlflowTracking(dg.ConfigurableResource):
         default=None, description="Base URL of the MLflow UI, used to link runs from Dagster metadata."
     )
 
+    def prepare(self) -> None:
+        """Make sure the tracking store exists, creating it once however many processes start at
+        the same moment (see :func:`prepare_store`)."""
+        prepare_store(self.tracking_uri)
+
     def _experiment_id(self, name: str) -> str:
         existing = mlflow.get_experiment_by_name(name)
         if existing is not None:
@@ -56,6 +65,7 @@ class MlflowTracking(dg.ConfigurableResource):
         self, context: dg.AssetExecutionContext, experiment: str, tags: Mapping[str, str] | None = None
     ) -> Iterator[mlflow.ActiveRun]:
         """An MLflow run in ``experiment``, tagged with the Dagster run, asset key and partition."""
+        self.prepare()
         mlflow.set_tracking_uri(self.tracking_uri)
         origin = {
             "dagster.run_id": context.run.run_id,
@@ -75,8 +85,30 @@ class MlflowTracking(dg.ConfigurableResource):
 
     def registry(self) -> Registry:
         """The model registry of this tracking server."""
+        self.prepare()
         mlflow.set_tracking_uri(self.tracking_uri)
         return Registry(self.tracking_uri)
+
+
+@functools.cache
+def prepare_store(tracking_uri: str) -> None:
+    """Create (or upgrade) a SQLite tracking store under an exclusive file lock beside it.
+
+    MLflow creates and migrates a SQLite store's schema the first time a client touches
+    it; two processes doing that at once (two runs starting on a fresh machine) break the
+    migration of one of them. The lock makes the first do it and the others wait and find
+    it done. A server URI needs nothing: the server owns its store.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(f".{database.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def log_sklearn_model(model: Any) -> ModelInfo:

@@ -1,8 +1,8 @@
 """Training and scoring of the forecaster, independent of Dagster and MLflow.
 
-The training window is split by time: the latest ``holdout_fraction`` of its hours
-is held out, the model is fitted on the hours before, and the metrics describe that
-same fitted model on the held-out hours.
+The training window is split by time: the latest ``holdout_fraction`` of its periods
+is held out, the model is fitted on the periods before, and the metrics describe that
+same fitted model on the held-out periods.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from sklearn.pipeline import Pipeline, make_pipeline
 
-from mlops_assets.datasets.spec import DatasetSpec
-from mlops_assets.lakehouse.features import feature_columns
+from mlops_assets.datasets.spec import PARTITION_COLUMN, DatasetSpec
+from mlops_assets.lakehouse.features import feature_columns, naive_column
+from mlops_assets.ml.record import ModelRecord, fitted_digest
 
 
 class NotEnoughData(ValueError):
@@ -43,7 +44,7 @@ def make_estimator(family: str, params: Mapping[str, Any], seed: int) -> Any:
 
 @dataclass
 class Forecaster:
-    """A fitted estimator with what it needs to score gold rows."""
+    """A fitted estimator with what it needs to score gold rows, and what it was fitted on."""
 
     estimator: Any
     features: list[str]
@@ -53,12 +54,38 @@ class Forecaster:
     seed: int
     window: tuple[dt.date, dt.date]
     holdout_start: pd.Timestamp
+    trained_partitions: tuple[str, ...] = ()
+    holdout_partitions: tuple[str, ...] = ()
+    metrics: dict[str, float] = field(default_factory=dict)
+    gold_uri: str = ""
     gold_version: int | None = None
     mlflow_run_id: str | None = None
     model_uri: str | None = None
 
     def predict(self, rows: pd.DataFrame) -> np.ndarray:
         return self.estimator.predict(rows[self.features])
+
+    @property
+    def sha256(self) -> str:
+        return fitted_digest(self.family, self.features, self.estimator)
+
+    def record(self, asset: str, partition: str) -> ModelRecord:
+        """This model as the gate, the registry and batch scoring know it (``asset``: the asset key
+        that made it, as a string)."""
+        return ModelRecord(
+            asset=asset,
+            partition=partition,
+            family=self.family,
+            model_uri=self.model_uri or "",
+            run_id=self.mlflow_run_id or "",
+            sha256=self.sha256,
+            gold_uri=self.gold_uri,
+            gold_version=int(self.gold_version if self.gold_version is not None else -1),
+            trained_partitions=self.trained_partitions,
+            holdout_partitions=self.holdout_partitions,
+            holdout_start=self.holdout_start.isoformat(),
+            metrics=dict(self.metrics),
+        )
 
     def serving_pipeline(self, rows: pd.DataFrame) -> Pipeline:
         """The estimator behind a step that picks its features out of gold rows, as served
@@ -81,35 +108,68 @@ class TrainingOutcome:
     train_frame: pd.DataFrame = field(repr=False)
 
 
-def split_holdout(
-    gold: pd.DataFrame, spec: DatasetSpec, window: tuple[dt.date, dt.date]
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
-    """Rows with a target, split by time: (training rows, held-out rows, first held-out hour).
+@dataclass(frozen=True)
+class HoldoutSplit:
+    """Rows with a target split by time: those fitted on, and the latest periods held out."""
 
-    The latest ``holdout_fraction`` of the window's hours (at least one) are held out.
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    holdout_start: pd.Timestamp
+
+    @property
+    def trained_partitions(self) -> tuple[str, ...]:
+        return _partitions(self.train)
+
+    @property
+    def holdout_partitions(self) -> tuple[str, ...]:
+        return _partitions(self.holdout)
+
+
+def _partitions(rows: pd.DataFrame) -> tuple[str, ...]:
+    return tuple(sorted({value.isoformat() for value in rows[PARTITION_COLUMN].unique()}))
+
+
+def split_holdout(gold: pd.DataFrame, spec: DatasetSpec, window: tuple[dt.date, dt.date]) -> HoldoutSplit:
+    """Rows with a target in a fixed order, split by time: the latest ``holdout_fraction`` of
+    the periods in ``gold`` (at least one) are held out, the periods before them trained on.
     """
     timestamp = spec.timestamp_column
-    rows = gold.dropna(subset=[spec.target_column]).sort_values(timestamp, kind="stable")
-    stamps = np.sort(rows[timestamp].unique())
-    if len(stamps) < 2:
-        raise NotEnoughData(f"{len(rows)} rows over {len(stamps)} timestamps in {window}: need at least two timestamps")
-    held_out = max(1, math.ceil(len(stamps) * spec.model.holdout_fraction))
-    holdout_start = pd.Timestamp(stamps[len(stamps) - held_out])
-    return rows[rows[timestamp] < holdout_start], rows[rows[timestamp] >= holdout_start], holdout_start
+    rows = (
+        gold.dropna(subset=[spec.target_column])
+        .sort_values([timestamp, spec.entity_column, PARTITION_COLUMN], kind="stable")
+        .reset_index(drop=True)
+    )
+    periods = spec.frequency.ordinals(rows[timestamp])
+    distinct = np.unique(periods)
+    if len(distinct) < 2:
+        raise NotEnoughData(
+            f"{len(rows)} rows over {len(distinct)} period(s) of {spec.frequency} in {window[0]}..{window[1]}: "
+            "need at least two periods to hold one out"
+        )
+    held_out = max(1, math.ceil(len(distinct) * spec.model.holdout_fraction))
+    first_held = distinct[len(distinct) - held_out]
+    holdout_start = pd.Timestamp(rows[timestamp][periods >= first_held].min())
+    return HoldoutSplit(
+        train=rows[periods < first_held].reset_index(drop=True),
+        holdout=rows[periods >= first_held].reset_index(drop=True),
+        holdout_start=holdout_start,
+    )
 
 
 def train_forecaster(
     gold: pd.DataFrame, spec: DatasetSpec, window: tuple[dt.date, dt.date], params: Mapping[str, Any] | None = None
 ) -> TrainingOutcome:
-    """Fit the spec's model on ``gold`` (the training window) and evaluate it on its latest hours;
+    """Fit the spec's model on ``gold`` (the training window) and evaluate it on its latest periods;
     ``params`` (default: the spec's) are the hyper-parameters."""
     params = dict(spec.model.params if params is None else params)
     target = spec.target_column
-    features = feature_columns(spec)
-    train, holdout, holdout_start = split_holdout(gold, spec, window)
-    # A feature with no value in the training hours (a 24h lag on the first day) carries
+    split = split_holdout(gold, spec, window)
+    train = split.train
+    # A feature with no value in the training rows (a 24h lag on the first day) carries
     # nothing to learn from; it is left out and the model records the features it uses.
-    features = [column for column in features if train[column].notna().any()]
+    features = [column for column in feature_columns(spec) if train[column].notna().any()]
+    if train.empty or not features:
+        raise NotEnoughData(f"no training rows with a feature before the hold-out in {window[0]}..{window[1]}")
     estimator = make_estimator(spec.model.family, params, spec.model.seed)
     estimator.fit(train[features], train[target])
     forecaster = Forecaster(
@@ -120,25 +180,32 @@ def train_forecaster(
         params=params,
         seed=spec.model.seed,
         window=window,
-        holdout_start=holdout_start,
+        holdout_start=split.holdout_start,
+        trained_partitions=split.trained_partitions,
+        holdout_partitions=split.holdout_partitions,
     )
+    forecaster.metrics = forecast_metrics(split.holdout, forecaster.predict(split.holdout), spec)
     return TrainingOutcome(
         forecaster=forecaster,
-        metrics=forecast_metrics(holdout, forecaster.predict(holdout), spec),
+        metrics=forecaster.metrics,
         train_rows=len(train),
-        holdout_rows=len(holdout),
-        holdout_start=holdout_start,
+        holdout_rows=len(split.holdout),
+        holdout_start=split.holdout_start,
         train_frame=train,
     )
 
 
 def forecast_metrics(rows: pd.DataFrame, predicted: np.ndarray, spec: DatasetSpec) -> dict[str, float]:
-    """Error of ``predicted`` against the target of ``rows``, and against a seasonal-naive forecast.
+    """Error of ``predicted`` against the target of ``rows``, and against the seasonal-naive forecast.
 
-    ``wape`` is the absolute error as a share of total load; ``skill`` is
-    1 - mae / mae of repeating the value one longest lag earlier (positive is better).
+    ``wape`` is the absolute error as a share of the total; ``skill`` is
+    1 - mae / mae of repeating the value one season earlier (positive: better than the
+    naive forecast), both over the rows that have a value one season earlier.
     """
     actual = rows[spec.target_column].to_numpy(dtype=float)
+    predicted = np.asarray(predicted, dtype=float)
+    if len(actual) == 0:
+        return {}
     mae = float(mean_absolute_error(actual, predicted))
     metrics = {
         "mae": mae,
@@ -146,14 +213,12 @@ def forecast_metrics(rows: pd.DataFrame, predicted: np.ndarray, spec: DatasetSpe
         "wape": float(np.abs(actual - predicted).sum() / max(np.abs(actual).sum(), 1e-12)),
         "r2": float(r2_score(actual, predicted)) if len(actual) > 1 else float("nan"),
     }
-    if spec.features.lags:
-        naive_column = feature_columns(spec)[spec.features.lags.index(max(spec.features.lags))]
-        naive = rows[naive_column].to_numpy(dtype=float)
-        known = ~np.isnan(naive)
-        if known.any():
-            # Both errors over the same rows: those that have a value one longest lag earlier.
-            naive_mae = float(mean_absolute_error(actual[known], naive[known]))
-            model_mae = float(mean_absolute_error(actual[known], np.asarray(predicted)[known]))
-            metrics["mae_seasonal_naive"] = naive_mae
-            metrics["skill"] = 1.0 - model_mae / naive_mae if naive_mae > 0 else float("nan")
+    naive = rows[naive_column(spec)].to_numpy(dtype=float)
+    known = ~np.isnan(naive)
+    if known.any():
+        # Both errors over the same rows: those that have a value one season earlier.
+        naive_mae = float(mean_absolute_error(actual[known], naive[known]))
+        model_mae = float(mean_absolute_error(actual[known], predicted[known]))
+        metrics["mae_seasonal_naive"] = naive_mae
+        metrics["skill"] = 1.0 - model_mae / naive_mae if naive_mae > 0 else float("nan")
     return metrics

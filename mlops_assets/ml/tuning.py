@@ -55,7 +55,7 @@ def build_tuning_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     tuning = spec.tuning
     keys = DatasetKeys(spec)
     code_version = spec.code_version(TUNING_CODE_VERSION, "features", "model", "tuning")
-    window_days = spec.model.training_window_days
+    window_days = spec.model.training_window
     space = [dataclasses.asdict(param) for param in tuning.space]
 
     @dg.asset(
@@ -67,7 +67,7 @@ def build_tuning_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         description=(
             f"The best hyper-parameters found for the {spec.model.family} forecaster of {spec.name} by "
             f"{tuning.trials} Optuna trials over {', '.join(param.name for param in tuning.space)}, each "
-            f"trained on the latest {window_days} gold day(s) and scored on the same held-out hours as "
+            f"trained on the latest {window_days} gold {spec.grain.noun}(s) and scored on the same held-out rows as "
             "the daily forecaster. Materialize it by hand; the next trainings use the parameters it found."
         ),
     )
@@ -93,7 +93,7 @@ def build_tuning_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
                 {
                     "family": spec.model.family,
                     "seed": spec.model.seed,
-                    "training_window_days": window_days,
+                    "training_window": window_days,
                     "trials": tuning.trials,
                     "sampler": "TPESampler",
                 }

@@ -26,7 +26,9 @@ class LandingFile:
 
     ``path`` is relative to the landing root (``<dataset prefix>/<pattern path>``);
     ``etag`` changes whenever the file's content is replaced, so ``(path, etag)``
-    names one version of one file.
+    names one version of one file. ``event_date`` is the day its path spells (the first
+    of the month for a pattern without ``{dd}``); ``partition`` is the start of the
+    dataset's partition that holds it.
     """
 
     path: str
@@ -35,6 +37,7 @@ class LandingFile:
     modified: dt.datetime
     event_date: dt.date
     name: str
+    partition: dt.date
 
     @property
     def extension(self) -> str:
@@ -66,23 +69,26 @@ class LandingZone(dg.ConfigurableResource):
         """Every file under the dataset's prefix whose path carries an event day."""
         return self._list(spec, spec.landing.prefix)
 
-    def list_day(self, spec: DatasetSpec, day: dt.date) -> list[LandingFile]:
-        """The files of one event day; lists only that day's prefix."""
-        prefix = f"{spec.landing.prefix}/{spec.landing.path_pattern.day_prefix(day)}"
-        return [file for file in self._list(spec, prefix) if file.event_date == day]
+    def list_partition(self, spec: DatasetSpec, start: dt.date) -> list[LandingFile]:
+        """The files of the partition starting on ``start``; lists only that partition's prefix."""
+        pattern = spec.landing.path_pattern
+        through = "dd" if spec.grain.name == "daily" else "mm"
+        prefix = f"{spec.landing.prefix}/{pattern.prefix(start, through=through)}"
+        return [file for file in self._list(spec, prefix) if file.partition == start]
 
-    def candidate_days(self, today: dt.date) -> list[dt.date] | None:
-        """The days whose prefixes can hold new files, or None for every day."""
+    def candidate_partitions(self, spec: DatasetSpec, today: dt.date) -> list[dt.date] | None:
+        """The partitions whose prefixes can hold new files, or None for every partition."""
         if self.poll_days is None:
             return None
-        return [today - dt.timedelta(days=back) for back in range(self.poll_days - 1, -1, -1)]
+        current = spec.grain.floor(today)
+        return [spec.grain.shift(current, -back) for back in range(self.poll_days - 1, -1, -1)]
 
     def list_recent(self, spec: DatasetSpec, today: dt.date) -> list[LandingFile]:
-        """What the polling sensor looks at: the candidate days' prefixes, or everything."""
-        days = self.candidate_days(today)
-        if days is None:
+        """What the polling sensor looks at: the candidate partitions' prefixes, or everything."""
+        starts = self.candidate_partitions(spec, today)
+        if starts is None:
             return self.list_dataset(spec)
-        return [file for day in days for file in self.list_day(spec, day)]
+        return [file for start in starts for file in self.list_partition(spec, start)]
 
     def locate(self, spec: DatasetSpec, container: str, blob: str) -> str | None:
         """The landing path of a blob named in a storage event, or None if the blob is not
@@ -145,7 +151,8 @@ class LandingZone(dg.ConfigurableResource):
                 (file for file in listed if file is not None and not _is_hidden(file.name)), key=lambda f: f.path
             )
         root = self._root()
-        folder = root / prefix
+        folder_part, _, _ = prefix.rpartition("/")
+        folder = root / folder_part if folder_part else root
         if not folder.exists():
             return []
         base = root.path.rstrip("/") + "/"
@@ -154,6 +161,8 @@ class LandingZone(dg.ConfigurableResource):
             if info.get("type") != "file":
                 continue
             relative = full_path[len(base) :] if full_path.startswith(base) else full_path
+            if not relative.startswith(prefix):
+                continue
             file = _landing_file(spec, relative, info)
             if file is not None and not _is_hidden(file.name):
                 files.append(file)
@@ -207,6 +216,20 @@ class LandingZone(dg.ConfigurableResource):
         if source.exists() and _etag(source.fs.info(source.path)) == file.etag:
             source.unlink()
 
+    def replay(self, entry: dict[str, Any]) -> bool:
+        """Put one quarantined file version back in the landing zone under its own path, where the
+        arrival sensors find it as a new version, and drop it (and its reason) from quarantine.
+        Returns False, changing nothing, when a file already lands under that path (a newer
+        upload, which wins)."""
+        target = self._root() / entry["path"]
+        if target.exists():
+            return False
+        copy = UPath(entry["quarantined_to"], **self._options)
+        self.write_bytes(entry["path"], copy.read_bytes())
+        copy.with_name(f"{copy.name}.reason.json").unlink()
+        copy.unlink()
+        return True
+
     def quarantined(self, spec: DatasetSpec) -> list[dict[str, Any]]:
         """The reasons of every file of the dataset held in quarantine."""
         folder = UPath(self.quarantine_root, **self._options) / spec.landing.prefix
@@ -245,6 +268,7 @@ def _landing_file(spec: DatasetSpec, path: str, info: dict[str, Any]) -> Landing
         modified=_modified(info),
         event_date=matched.event_date,
         name=matched.name,
+        partition=spec.grain.floor(matched.event_date),
     )
 
 

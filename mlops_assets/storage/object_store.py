@@ -96,6 +96,25 @@ class ChecksummedPickleIOManager(dg.UPathIOManager):
         """Store ``payload`` sealed with its sha256 at ``path``; returns the sha256."""
         return write_sealed(path, payload, self._account)
 
+    def load_partition(self, instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str) -> Any:
+        """The object stored for one partition of ``asset_key``, checked as an input is: for an
+        asset that reads a partition it cannot declare (the latest earlier one that exists)."""
+        path = self._with_extension(self._base_path.joinpath(*asset_key.path, partition))
+        payload, actual = read_sealed(path, self._account)
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=RECORDED_DIGESTS_CHECKED
+        ).records
+        recorded = {
+            value.value
+            for value in (record.asset_materialization.metadata.get("sha256") for record in records)
+            if isinstance(value, dg.TextMetadataValue)
+        }
+        if recorded and actual not in recorded:
+            raise TamperedObjectError(
+                f"{path} does not hold what Dagster recorded for it: its sha256 is none of {sorted(recorded)}"
+            )
+        return pickle.loads(payload)
+
 
 def write_sealed(path: UPath, payload: bytes, account: StorageAccount | None = None) -> str:
     """Store ``payload`` sealed with its sha256 at ``path``, atomically; returns the sha256.
