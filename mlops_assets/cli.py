@@ -18,8 +18,9 @@ from mlops_assets.datasets.spec import (
     DatasetSpec,
     SpecError,
     bundled_spec_paths,
-    load_bundled_specs,
     load_spec,
+    load_specs,
+    spec_files,
 )
 from mlops_assets.demo import reset_state, run_arrivals, summarize
 from mlops_assets.devservices import run_azurite, run_mlflow_server
@@ -27,7 +28,7 @@ from mlops_assets.history import landed_range, load_history
 from mlops_assets.landing.simulate import SimulationReport, simulate
 from mlops_assets.ml.registry import CHAMPION, PREVIOUS, AliasMove, Registry, RegistryError
 from mlops_assets.ml.tracking import MlflowTracking
-from mlops_assets.profiles import build_profile, build_resources, mlops_home
+from mlops_assets.profiles import build_profile, build_resources, extra_spec_locations, mlops_home
 
 
 def _spec(dataset: str, spec_file: str | None) -> DatasetSpec:
@@ -36,10 +37,13 @@ def _spec(dataset: str, spec_file: str | None) -> DatasetSpec:
             return load_spec(spec_file)
         except SpecError as error:
             raise click.ClickException(str(error)) from error
-    specs = {spec.name: spec for spec in load_bundled_specs()}
+    try:
+        specs = {spec.name: spec for spec in load_specs(extra_spec_locations())}
+    except SpecError as error:
+        raise click.ClickException(str(error)) from error
     if dataset not in specs:
         raise click.BadParameter(
-            f"unknown dataset {dataset!r}; bundled: {', '.join(sorted(specs))}", param_hint="--dataset"
+            f"unknown dataset {dataset!r}; known: {', '.join(sorted(specs))}", param_hint="--dataset"
         )
     return specs[dataset]
 
@@ -259,12 +263,15 @@ def registry_history_command(model: str, as_json: bool) -> None:
 
 
 @main.command("check")
-@click.argument("spec_files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
-def check_command(spec_files: tuple[str, ...]) -> None:
-    """Validate dataset specs: the bundled ones and SPEC_FILES. Prints one line per problem and
-    exits non-zero when there is any."""
+@click.argument("files", nargs=-1, type=click.Path(exists=True))
+def check_command(files: tuple[str, ...]) -> None:
+    """Validate dataset specs: the bundled ones, those MLOPS_SPECS names and SPEC_FILES. Prints one
+    line per problem and exits non-zero when there is any."""
     problems = 0
-    paths = [*bundled_spec_paths(), *spec_files]
+    try:
+        paths = [*bundled_spec_paths(), *spec_files([*extra_spec_locations(), *files])]
+    except SpecError as error:
+        raise click.ClickException(str(error)) from error
     for path in paths:
         try:
             spec = load_spec(path)

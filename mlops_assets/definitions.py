@@ -10,7 +10,7 @@ import dagster as dg
 
 from mlops_assets.backfills import build_gap_backfill_sensor
 from mlops_assets.datasets.keys import DatasetKeys
-from mlops_assets.datasets.spec import DatasetSpec, load_bundled_specs
+from mlops_assets.datasets.spec import DatasetSpec, load_specs
 from mlops_assets.lakehouse.bronze import build_bronze_asset
 from mlops_assets.lakehouse.gold import build_gold_asset
 from mlops_assets.lakehouse.silver import build_silver_asset
@@ -27,7 +27,7 @@ from mlops_assets.ml.retraining import (
 )
 from mlops_assets.ml.tuning import build_tuning_asset
 from mlops_assets.monitoring.assets import build_drift_asset
-from mlops_assets.profiles import Arrivals, build_profile
+from mlops_assets.profiles import Arrivals, build_profile, extra_spec_locations
 from mlops_assets.serving.predictions import build_predictions_asset
 
 
@@ -99,13 +99,14 @@ def build_definitions(
     resources: Mapping[str, Any] | None = None,
     arrivals: Arrivals | None = None,
 ) -> dg.Definitions:
-    """The definitions of ``specs`` (default: the bundled ones) on ``resources`` (default: the
-    active profile's), with polling sensors per dataset or one queue sensor for all."""
+    """The definitions of ``specs`` (default: the bundled ones and those ``MLOPS_SPECS`` names) on
+    ``resources`` (default: the active profile's), with polling sensors per dataset or one queue
+    sensor for all."""
     if resources is None:
         profile = build_profile()
         resources, arrivals = profile.resources, arrivals or profile.arrivals
     arrivals = arrivals or "poll"
-    specs = list(specs or load_bundled_specs())
+    specs = list(specs or load_specs(extra_spec_locations()))
     automation = dg.AutomationConditionSensorDefinition(
         "lakehouse_automation",
         target=dg.AssetSelection.all(),

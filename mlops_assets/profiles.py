@@ -16,6 +16,9 @@
 
 ``MLOPS_ARRIVALS`` picks how new landing files are noticed: ``poll`` (list the landing
 zone) or ``queue`` (Event Grid ``BlobCreated`` events on a Storage Queue; not in ``local``).
+
+``MLOPS_SPECS`` adds datasets to the bundled ones: spec files or folders of them,
+separated by ``:``.
 """
 
 from __future__ import annotations
@@ -56,6 +59,11 @@ class Profile:
     name: str
     resources: dict[str, Any]
     arrivals: Arrivals = "poll"
+
+
+def extra_spec_locations() -> list[str]:
+    """The spec files and folders ``MLOPS_SPECS`` names, beside the bundled specs."""
+    return [location for location in os.environ.get("MLOPS_SPECS", "").split(os.pathsep) if location]
 
 
 def mlops_home() -> Path:

@@ -65,7 +65,7 @@ def test_unknown_dataset_is_refused(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "mlops"))
     result = CliRunner().invoke(main, ["simulate", "--dataset", "weather"])
     assert result.exit_code == 2
-    assert "unknown dataset 'weather'; bundled: smart_meter" in result.output
+    assert "unknown dataset 'weather'; known: smart_meter" in result.output
 
 
 SUPERVISOR = """

@@ -14,7 +14,7 @@ from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.definitions import build_definitions
 from mlops_assets.landing.simulate import simulate
 from mlops_assets.ml.retraining import REASON_TAG, TRIGGER_TAG, retrain_job_name
-from mlops_assets.monitoring.drift import ks, psi
+from mlops_assets.monitoring.drift import drift_report, ks, monitored_columns, psi
 from mlops_assets.profiles import local_resources
 from mlops_assets_tests.conftest import materialize_day
 
@@ -102,3 +102,26 @@ def test_normal_days_do_not_drift_a_heat_wave_does_and_retraining_waits_for_thre
     materialize_day(defs, resources, instance, [keys.predictions, keys.drift], later)
     held = tick(cursor)
     assert not held.run_requests and "still in flight" in held.skip_reason.skip_message
+
+
+def test_moved_inputs_with_a_normal_error_are_not_drift_but_without_actuals_they_are(spec) -> None:
+    """A warm month moves every input; if the model still forecasts as well as on its hold-out,
+    that is no reason to retrain. Before the actuals are known, the inputs are all there is."""
+    rng = np.random.default_rng(8)
+    columns = monitored_columns(spec)
+
+    def frame(level: float, rows: int = 200) -> pd.DataFrame:
+        values = {column: rng.normal(level, 1.0, rows) for column in columns}
+        return pd.DataFrame({**values, spec.target_column: values[columns[0]]})
+
+    reference, warm = frame(0.0), frame(6.0)
+    # The model forecasts the warm month as well as its hold-out: same error.
+    predicted = warm[spec.target_column].to_numpy() + rng.normal(0, 0.3, len(warm))
+    report = drift_report(spec, START, reference, warm, reference[spec.target_column], predicted, expected_mae=0.25)
+    assert report.judged and not report.drifted
+    assert set(columns) <= set(report.drifted_columns), "the inputs did move"
+    worse = drift_report(spec, START, reference, warm, reference[spec.target_column], predicted + 3, expected_mae=0.25)
+    assert worse.drifted and "times the model's hold-out error" in worse.reason()
+    no_actuals = warm.assign(**{spec.target_column: np.nan})
+    blind = drift_report(spec, START, reference, no_actuals, reference[spec.target_column], predicted)
+    assert blind.drifted and f"{len(columns)} of {len(columns)} features moved" in blind.reason()

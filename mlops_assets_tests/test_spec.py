@@ -188,3 +188,9 @@ def test_path_pattern_matches_days_and_refuses_escapes() -> None:
     assert monthly.path_for(dt.date(2026, 2, 17), "batch.csv") == "2026/02/batch.csv"
     with pytest.raises(PathPatternError):
         pattern.path_for(dt.date(2026, 3, 4), "../escape.csv")
+
+
+def test_a_calendar_feature_may_not_overwrite_a_column(raw: dict[str, Any]) -> None:
+    raw["columns"]["month"] = "timestamp"
+    raw["features"]["calendar"] = ["month"]
+    assert "features.calendar: ['month'] would overwrite the declared column(s) of the same name" in _error(raw)

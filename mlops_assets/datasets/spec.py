@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -150,15 +150,15 @@ class GateSpec:
 
 @dataclass(frozen=True)
 class MonitoringSpec:
-    """Drift of a partition's features, predictions and errors against the scoring model's
-    own hold-out.
+    """Drift of a partition against a comparable one (the same partition a year before, or the
+    scoring model's hold-out).
 
-    A column drifted when its PSI passes ``psi_threshold`` and its KS statistic passes
-    ``ks_threshold``; a partition drifted when at least ``drifted_share`` of the monitored
-    features drifted, the predictions drifted, or its error grew ``error_ratio`` times the
-    model's hold-out error. Partitions with fewer than ``min_rows`` rows are not judged.
-    Retraining is requested when ``retrain_after_drifted`` of the last ``retrain_window``
-    judged partitions drifted.
+    A partition with actuals drifted when its error is ``error_ratio`` times the scoring
+    model's hold-out error. Without actuals, a column drifted when its PSI passes
+    ``psi_threshold`` and its KS statistic passes ``ks_threshold``, and the partition when
+    at least ``drifted_share`` of the monitored features drifted or the predictions did.
+    Partitions with fewer than ``min_rows`` rows are not judged. Retraining is requested
+    when ``retrain_after_drifted`` of the last ``retrain_window`` judged partitions drifted.
     """
 
     psi_threshold: float
@@ -246,6 +246,29 @@ def bundled_spec_paths() -> list[Path]:
 def load_bundled_specs() -> list[DatasetSpec]:
     """Every dataset spec shipped with the package."""
     return [load_spec(path) for path in bundled_spec_paths()]
+
+
+def spec_files(locations: Sequence[str | Path]) -> list[Path]:
+    """The spec files at ``locations``: YAML files, and the ``*.yaml`` files of folders."""
+    found: list[Path] = []
+    for location in map(Path, locations):
+        if location.is_dir():
+            found.extend(sorted(location.glob("*.yaml")))
+        elif location.is_file():
+            found.append(location)
+        else:
+            raise SpecError(f"{location}: no such spec file or folder")
+    return found
+
+
+def load_specs(extra: Sequence[str | Path] = ()) -> list[DatasetSpec]:
+    """The bundled specs and those at ``extra`` (files or folders); two specs may not share a name."""
+    specs = [*load_bundled_specs(), *(load_spec(path) for path in spec_files(extra))]
+    names = [spec.name for spec in specs]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise SpecError(f"dataset name(s) {twice} declared by more than one spec")
+    return specs
 
 
 def load_spec(path: str | Path) -> DatasetSpec:
@@ -478,6 +501,12 @@ def _features(
                 "features.exogenous",
                 f"{column!r} must be a declared column other than the timestamp, entity and target",
             )
+    taken = sorted(set(calendar) & set(columns))
+    if taken:
+        reader.fail(
+            "features.calendar",
+            f"{taken} would overwrite the declared column(s) of the same name; rename the column(s) in `columns`",
+        )
     lags, rolling = spans("lags"), spans("rolling_means")
     season = default_season(frequency) if raw.get("season") is None else reader.span(raw["season"], "features.season")
     try:

@@ -1,5 +1,7 @@
-"""The drift asset: each scored partition compared with the hold-out of the model that scored it."""
+"""The drift asset: each scored partition compared with the same partition a year before (or the
+hold-out of the model that scored it), and its error with that model's hold-out error."""
 
+import datetime as dt
 import math
 from collections.abc import Iterator
 
@@ -36,13 +38,14 @@ def build_drift_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         automation_condition=on_upstream_update(keys.primary_upstream),
         retry_policy=TRANSIENT_FAILURES,
         description=(
-            f"PSI and KS of the {noun}'s {', '.join(monitored_columns(spec))} and predictions against the "
-            "hold-out of the model that scored it, and its error against that model's hold-out error. "
-            f"The {noun} drifted when {settings.drifted_share:.0%} of those features (or the predictions) "
-            f"pass PSI {settings.psi_threshold:g} and KS {settings.ks_threshold:g}, or its error is "
-            f"{settings.error_ratio:g} times the hold-out error; {noun}s with fewer than {settings.min_rows} "
-            f"rows are not judged. The drift sensor requests retraining when {settings.retrain_after_drifted} of "
-            f"the last {settings.retrain_window} judged {noun}s drifted."
+            f"The {noun}'s error against the hold-out error of the model that scored it, and PSI and KS of its "
+            f"{', '.join(monitored_columns(spec))} and predictions against the same {noun} a year before (the "
+            "model's hold-out until there is a year of data). With actuals, the "
+            f"{noun} drifted when its error is {settings.error_ratio:g} times the hold-out error; without, when "
+            f"{settings.drifted_share:.0%} of those features (or the predictions) pass PSI "
+            f"{settings.psi_threshold:g} and KS {settings.ks_threshold:g}. {noun.capitalize()}s with fewer than "
+            f"{settings.min_rows} rows are not judged. The drift sensor requests retraining when "
+            f"{settings.retrain_after_drifted} of the last {settings.retrain_window} judged {noun}s drifted."
         ),
     )
     def drift(
@@ -56,8 +59,8 @@ def build_drift_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         model = _scoring_model(context.instance, keys.predictions, context.partition_key)
         if model is None or model.model_uri != scored["model_uri"].iloc[0]:
             raise dg.Failure(f"the predictions of {day} do not record the model that scored them; score {day} again")
-        reference = holdout_rows(lake, spec, model)
-        current = lake.read_days(lake.table_uri(*keys.table(keys.gold)), [day]).require(keys.gold).rows
+        gold_uri = lake.table_uri(*keys.table(keys.gold))
+        current = lake.read_days(gold_uri, [day]).require(keys.gold).rows
         current = current.merge(
             scored[[spec.entity_column, spec.timestamp_column, "prediction", "in_training"]],
             on=[spec.entity_column, spec.timestamp_column],
@@ -65,6 +68,17 @@ def build_drift_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             validate="one_to_one",
         )
         current = current[~current["in_training"]].reset_index(drop=True)
+        # Same length and season: the partition a year before, when gold holds it; else the
+        # model's own hold-out (the latest rows before the partition).
+        a_year_before = year_before(spec, day)
+        reference = lake.read_days(gold_uri, [a_year_before]).rows.dropna(subset=[spec.target_column])
+        described = f"{a_year_before}, a year before"
+        if len(reference) < settings.min_rows:
+            reference = holdout_rows(lake, spec, model)
+            described = (
+                f"hold-out of {model.label}: {', '.join(model.holdout_partitions)} from "
+                f"{pd.Timestamp(model.holdout_start).isoformat()}, gold version {model.gold_version}"
+            )
         predict = mlflow_tracking.registry().load(model.model_uri).predict
         report = drift_report(
             spec,
@@ -73,6 +87,7 @@ def build_drift_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             current,
             np.asarray(predict(reference), dtype=float) if len(reference) else np.array([]),
             current["prediction"].to_numpy(dtype=float),
+            expected_mae=model.metrics.get("mae", math.nan),
         )
         if not report.judged:
             context.log.info(
@@ -92,16 +107,18 @@ def build_drift_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
                 "psi": dg.MetadataValue.json(_rounded(report.psi)),
                 "ks": dg.MetadataValue.json(_rounded(report.ks)),
                 "model": dg.MetadataValue.text(model.label),
-                "reference": dg.MetadataValue.text(
-                    f"hold-out of {model.label}: {', '.join(model.holdout_partitions)} from "
-                    f"{pd.Timestamp(model.holdout_start).isoformat()}, gold version {model.gold_version}"
-                ),
+                "reference": dg.MetadataValue.text(described),
                 "reference_rows": dg.MetadataValue.int(report.reference_rows),
                 "current_rows": dg.MetadataValue.int(report.current_rows),
             }
         )
 
     return drift
+
+
+def year_before(spec: DatasetSpec, day: dt.date) -> dt.date:
+    """The partition a year before ``day``'s: 52 weeks for days (the same weekday), 12 months for months."""
+    return day - dt.timedelta(weeks=52) if spec.grain.name == "daily" else spec.grain.shift(day, -12)
 
 
 def _scoring_model(instance: dg.DagsterInstance, predictions: dg.AssetKey, partition: str) -> ModelRecord | None:

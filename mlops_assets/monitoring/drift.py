@@ -1,15 +1,17 @@
-"""Drift: how far a partition's features, predictions and errors moved from what the model
-that scored it was measured on.
+"""Drift: how far a partition's features, predictions and errors moved from what is normal.
 
-The reference is that model's own hold-out: the latest rows of its training window,
-read at the gold version it was trained on, which it was not fitted on. They are the
-most recent data before the scored partition and about as long as it, so a normal day
-looks like its reference and the comparison does not flag the season's own movement.
-Per monitored feature and for the predictions: the population stability index over the
-reference's deciles (extended to catch values outside them) and the two-sample
-Kolmogorov-Smirnov statistic. Calendar features are left out: one day holds a single
-weekday by construction. Once actuals are there, the partition's error is compared with
-the model's error on its hold-out.
+The reference must be comparable with the scored partition: the same partition a year
+before (the same length and season: a July against last July, not against the spring
+before it), or, until there is a year of data, the scoring model's own hold-out (the
+latest rows before the partition, about as long as it). Per monitored feature and for
+the predictions: the population stability index over the reference's deciles (extended
+to catch values outside them) and the two-sample Kolmogorov-Smirnov statistic. Calendar
+features are left out: one day holds a single weekday by construction.
+
+Inputs move for harmless reasons (a warm month, a series at a new high); what matters is
+whether the model still forecasts as well as it did. So once actuals are there the
+verdict is the error: the partition's against the one the model showed on its hold-out
+when it was trained. Before actuals arrive, the inputs and predictions decide.
 """
 
 from __future__ import annotations
@@ -99,14 +101,16 @@ def drift_report(
     current: pd.DataFrame,
     reference_predictions: np.ndarray,
     current_predictions: np.ndarray,
+    expected_mae: float = math.nan,
 ) -> DriftReport:
-    """Drift of ``current`` (the partition's gold rows and predictions) from ``reference`` (the
-    scoring model's hold-out rows and its predictions for them).
+    """Drift of ``current`` (the partition's gold rows and predictions) from ``reference`` (rows
+    of a comparable partition and the same model's predictions for them); ``expected_mae`` is
+    the model's hold-out error (default: its error on ``reference``).
 
     A column drifted when its PSI passes the spec's threshold and its KS statistic does
-    too: PSI alone flags small samples whose deciles wobble. The partition drifted when
-    ``drifted_share`` of the monitored features drifted, when the predictions drifted, or
-    when its error is ``error_ratio`` times the model's hold-out error.
+    too: PSI alone flags small samples whose deciles wobble. Once actuals are known, the
+    partition drifted when its error is ``error_ratio`` times the model's hold-out error;
+    before, when ``drifted_share`` of the monitored features drifted or the predictions did.
     """
     settings = spec.monitoring
     columns = monitored_columns(spec)
@@ -118,19 +122,23 @@ def drift_report(
         column for column in pairs if psis[column] > settings.psi_threshold and kss[column] > settings.ks_threshold
     ]
     reasons = []
-    features = [column for column in drifted if column != PREDICTION]
-    if columns and len(features) >= settings.drifted_share * len(columns):
-        worst = sorted(features, key=lambda column: -psis[column])
-        reasons.append(
-            f"{len(features)} of {len(columns)} features moved ("
-            + ", ".join(f"{column} psi {psis[column]:.2f} ks {kss[column]:.2f}" for column in worst)
-            + ")"
-        )
-    if PREDICTION in drifted:
-        reasons.append(f"predictions moved (psi {psis[PREDICTION]:.2f} ks {kss[PREDICTION]:.2f})")
-    ratio = _error_ratio(spec, reference, current, reference_predictions, current_predictions)
-    if ratio >= settings.error_ratio:
-        reasons.append(f"the error is {ratio:.1f} times the model's hold-out error")
+    ratio = _error_ratio(spec, reference, current, reference_predictions, current_predictions, expected_mae)
+    if not math.isnan(ratio):
+        # With actuals, the error says whether the model still works: inputs that moved (a warm
+        # month, a new year's levels) while the error stayed normal are no reason to retrain.
+        if ratio >= settings.error_ratio:
+            reasons.append(f"the error is {ratio:.1f} times the model's hold-out error")
+    else:
+        features = [column for column in drifted if column != PREDICTION]
+        if columns and len(features) >= settings.drifted_share * len(columns):
+            worst = sorted(features, key=lambda column: -psis[column])
+            reasons.append(
+                f"{len(features)} of {len(columns)} features moved ("
+                + ", ".join(f"{column} psi {psis[column]:.2f} ks {kss[column]:.2f}" for column in worst)
+                + ")"
+            )
+        if PREDICTION in drifted:
+            reasons.append(f"predictions moved (psi {psis[PREDICTION]:.2f} ks {kss[PREDICTION]:.2f})")
     return DriftReport(
         day=day,
         psi=psis,
@@ -150,12 +158,15 @@ def _error_ratio(
     current: pd.DataFrame,
     reference_predictions: np.ndarray,
     current_predictions: np.ndarray,
+    expected_mae: float,
 ) -> float:
-    """The partition's mean absolute error over the model's on its hold-out (NaN without actuals)."""
+    """The partition's mean absolute error over the error expected of the model (NaN without actuals)."""
     target = spec.target_column
-    before = np.abs(reference[target].to_numpy(dtype=float) - np.asarray(reference_predictions, dtype=float))
-    after = np.abs(current[target].to_numpy(dtype=float) - np.asarray(current_predictions, dtype=float))
-    before, after = _finite(before), _finite(after)
-    if not len(before) or not len(after) or before.mean() == 0:
+    after = _finite(np.abs(current[target].to_numpy(dtype=float) - np.asarray(current_predictions, dtype=float)))
+    if math.isnan(expected_mae):
+        before = np.abs(reference[target].to_numpy(dtype=float) - np.asarray(reference_predictions, dtype=float))
+        before = _finite(before)
+        expected_mae = float(before.mean()) if len(before) else math.nan
+    if not len(after) or math.isnan(expected_mae) or expected_mae == 0:
         return math.nan
-    return float(after.mean() / before.mean())
+    return float(after.mean() / expected_mae)
