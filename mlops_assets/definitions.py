@@ -126,7 +126,9 @@ def build_definitions(
     sensors = [automation, *([build_event_sensor(specs)] if arrivals == "queue" else [])]
     return dg.Definitions.merge(
         *(dataset_definitions(spec, arrivals) for spec in specs),
-        dg.Definitions(sensors=sensors, resources=dict(resources)),
+        # A partition's steps depend on each other and each is CPU-bound: in one process they
+        # run as fast as in one process each, without paying a Python start-up per step.
+        dg.Definitions(sensors=sensors, resources=dict(resources), executor=dg.in_process_executor),
     )
 
 

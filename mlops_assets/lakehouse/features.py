@@ -21,6 +21,8 @@ from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.lakehouse.delta import PARTITION_COLUMN
 
 PERIOD = "_period"
+# Trailing means are summed on a dense grid of values by entity and period, this many entities at a time.
+ENTITIES_PER_GRID = 256
 
 
 def lag_column(spec: DatasetSpec, lag: Span) -> str:
@@ -106,29 +108,34 @@ def build_features_for_days(silver: pd.DataFrame, days: Sequence[dt.date], spec:
 
 
 def _trailing_means(observed: pd.DataFrame, gold: pd.DataFrame, spec: DatasetSpec, periods: int) -> np.ndarray:
-    """For each gold row, the mean of the entity's known values in the ``periods`` periods
-    just before the row's own (NaN when none is known).
+    """For each gold row, the mean of the entity's known values in the ``periods`` periods just
+    before the row's own (NaN when none is known).
 
-    Sums over a period range come from cumulative sums along each entity's sorted
-    periods, looked up with binary search, so the cost grows with the rows, not with the
-    length of the time span they cover.
+    Each mean is summed over its own window, in period order, from a dense grid of the
+    entity's values: it comes out bit for bit the same whether a partition is built alone
+    or inside a long range, which a running sum would not guarantee.
     """
     entity, target = spec.entity_column, spec.target_column
     if gold.empty:
         return np.array([], dtype=float)
     categories = pd.Index(observed[entity].unique())
-    base = int(min(observed[PERIOD].min(), gold[PERIOD].min())) - periods - 1
-    stride = int(max(observed[PERIOD].max(), gold[PERIOD].max())) - base + 1
-    keys = categories.get_indexer(observed[entity]).astype("int64") * stride + (observed[PERIOD].to_numpy() - base)
-    order = np.argsort(keys, kind="stable")
-    keys = keys[order]
-    values = observed[target].to_numpy(dtype=float)[order]
-    known = ~np.isnan(values)
-    sums = np.concatenate([[0.0], np.cumsum(np.where(known, values, 0.0))])
-    counts = np.concatenate([[0], np.cumsum(known)])
-    row_keys = categories.get_indexer(gold[entity]).astype("int64") * stride + (gold[PERIOD].to_numpy() - base)
-    upper = np.searchsorted(keys, row_keys - 1, side="right")
-    lower = np.searchsorted(keys, row_keys - 1 - periods, side="right")
-    count = counts[upper] - counts[lower]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, (sums[upper] - sums[lower]) / np.maximum(count, 1), np.nan)
+    base = int(min(observed[PERIOD].min(), gold[PERIOD].min())) - periods
+    width = int(max(observed[PERIOD].max(), gold[PERIOD].max())) - base + 1
+    result = np.full(len(gold), np.nan)
+    row_codes = categories.get_indexer(gold[entity])
+    codes = categories.get_indexer(observed[entity])
+    for first in range(0, len(categories), ENTITIES_PER_GRID):
+        chunk = slice(first, first + ENTITIES_PER_GRID)
+        grid = np.full((min(ENTITIES_PER_GRID, len(categories) - first), width), np.nan)
+        mine = (codes >= first) & (codes < first + ENTITIES_PER_GRID)
+        grid[codes[mine] - first, observed[PERIOD].to_numpy()[mine] - base] = observed[target].to_numpy(dtype=float)[mine]
+        windows = np.lib.stride_tricks.sliding_window_view(grid, periods, axis=1)
+        rows = np.flatnonzero((row_codes >= chunk.start) & (row_codes < chunk.start + grid.shape[0]))
+        starts = gold[PERIOD].to_numpy()[rows] - periods - base
+        values = windows[row_codes[rows] - first, starts]
+        known = ~np.isnan(values)
+        counts = known.sum(axis=1)
+        sums = np.where(known, values, 0.0).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            result[rows] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return result
