@@ -88,14 +88,14 @@ def due_tick(cron: str, timezone: str, now: dt.datetime) -> dt.datetime:
     return next(reverse_cron_string_iterator(now.timestamp(), cron, timezone))
 
 
-def build_gap_backfill_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
+def build_gap_backfill_sensor(spec: DatasetSpec, running: bool = True) -> dg.SensorDefinition:
     schedules = spec.schedules
     keys = DatasetKeys(spec)
 
     @dg.sensor(
         name=f"{spec.name}_gap_backfill",
         minimum_interval_seconds=300,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
         description=(
             f"At '{schedules.backfill_cron}' {schedules.timezone} time, launches one backfill of every "
             f"{spec.name} partition of the whole history that is missing or failed, found from what the "

@@ -27,7 +27,7 @@ from mlops_assets.ml.retraining import (
 )
 from mlops_assets.ml.tuning import build_tuning_asset
 from mlops_assets.monitoring.assets import build_drift_asset
-from mlops_assets.profiles import Arrivals, build_profile, extra_spec_locations
+from mlops_assets.profiles import Arrivals, build_profile, extra_spec_locations, nightly_jobs_running
 from mlops_assets.serving.predictions import build_predictions_asset
 
 
@@ -39,8 +39,9 @@ def rebuild_job_name(spec: DatasetSpec) -> str:
     return f"{spec.name}_rebuild"
 
 
-def dataset_definitions(spec: DatasetSpec, arrivals: Arrivals = "poll") -> dg.Definitions:
-    """Everything one dataset spec declares, from landing files to drift monitoring."""
+def dataset_definitions(spec: DatasetSpec, arrivals: Arrivals = "poll", nightly: bool = True) -> dg.Definitions:
+    """Everything one dataset spec declares, from landing files to drift monitoring; ``nightly``
+    says whether the nightly retraining and gap backfill start running."""
     keys = DatasetKeys(spec)
     lifecycle = dg.define_asset_job(
         lifecycle_job_name(spec),
@@ -85,11 +86,11 @@ def dataset_definitions(spec: DatasetSpec, arrivals: Arrivals = "poll") -> dg.De
         assets=assets,
         asset_checks=[build_gate_check(spec, candidate) for candidate in keys.candidates],
         jobs=[lifecycle, rebuild, build_retrain_job(spec)],
-        schedules=[build_nightly_retrain_schedule(spec)],
+        schedules=[build_nightly_retrain_schedule(spec, running=nightly)],
         sensors=[
             *([build_landing_sensor(spec)] if arrivals == "poll" else []),
             build_drift_sensor(spec),
-            build_gap_backfill_sensor(spec),
+            build_gap_backfill_sensor(spec, running=nightly),
         ],
     )
 
@@ -102,6 +103,7 @@ def build_definitions(
     """The definitions of ``specs`` (default: the bundled ones and those ``MLOPS_SPECS`` names) on
     ``resources`` (default: the active profile's), with polling sensors per dataset or one queue
     sensor for all."""
+    nightly = nightly_jobs_running()
     if resources is None:
         profile = build_profile()
         resources, arrivals = profile.resources, arrivals or profile.arrivals
@@ -111,7 +113,8 @@ def build_definitions(
         "lakehouse_automation",
         target=dg.AssetSelection.all(),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=15,
+        # The daemon's own loop (5 s) is the floor: a chain of partitions advances a tick at a time.
+        minimum_interval_seconds=5,
         # One run per partition holding silver through predictions, rather than a backfill that
         # launches each layer only after the one before it finished.
         emit_backfills=False,
@@ -125,7 +128,7 @@ def build_definitions(
     )
     sensors = [automation, *([build_event_sensor(specs)] if arrivals == "queue" else [])]
     return dg.Definitions.merge(
-        *(dataset_definitions(spec, arrivals) for spec in specs),
+        *(dataset_definitions(spec, arrivals, nightly) for spec in specs),
         # A partition's steps depend on each other and each is CPU-bound: in one process they
         # run as fast as in one process each, without paying a Python start-up per step.
         dg.Definitions(sensors=sensors, resources=dict(resources), executor=dg.in_process_executor),

@@ -18,7 +18,8 @@
 zone) or ``queue`` (Event Grid ``BlobCreated`` events on a Storage Queue; not in ``local``).
 
 ``MLOPS_SPECS`` adds datasets to the bundled ones: spec files or folders of them,
-separated by ``:``.
+separated by ``:``. ``MLOPS_NIGHTLY=off`` leaves the nightly retraining schedules and gap
+backfills stopped when the daemon starts (for a replay, or a staging deployment).
 """
 
 from __future__ import annotations
@@ -64,6 +65,14 @@ class Profile:
 def extra_spec_locations() -> list[str]:
     """The spec files and folders ``MLOPS_SPECS`` names, beside the bundled specs."""
     return [location for location in os.environ.get("MLOPS_SPECS", "").split(os.pathsep) if location]
+
+
+def nightly_jobs_running() -> bool:
+    """Whether the nightly schedules and gap backfills start running with the daemon (``MLOPS_NIGHTLY``)."""
+    value = os.environ.get("MLOPS_NIGHTLY", "on")
+    if value not in ("on", "off"):
+        raise ValueError(f"MLOPS_NIGHTLY={value!r}: choose on or off")
+    return value == "on"
 
 
 def mlops_home() -> Path:

@@ -157,7 +157,7 @@ def replay(
     arrivals: Sequence[Arrival],
     folder: Path,
     interval: float,
-    quiet: float = 45.0,
+    quiet: float = 25.0,
     timeout: float = 1200.0,
     progress=print,
 ) -> ReplayResult:
@@ -174,10 +174,12 @@ def replay(
         "MLOPS_HOME": str(home),
         "MLOPS_SPECS": str(spec_path),
         "DAGSTER_HOME": str(dagster_home),
+        # Only arrivals start runs: no nightly job may fire in the middle of a replay.
+        "MLOPS_NIGHTLY": "off",
     }
     resources = local_resources(home)
     landing = resources["landing"]
-    with running_daemon(environment, dagster_home), _instance(dagster_home) as instance:
+    with _instance(dagster_home) as instance, running_daemon(environment, dagster_home):
         _wait_for_first_tick(instance, f"{spec.name}_landing_sensor", timeout=180)
         started = time.time()
         for index, arrival in enumerate(arrivals, start=1):
@@ -189,7 +191,9 @@ def replay(
         finished = _wait_until_settled(instance, started, quiet, timeout)
         records = instance.get_run_records(dg.RunsFilter(created_after=_utc(started)))
         state = final_state(spec, resources, instance)
-        failed = [record.dagster_run.run_id for record in records if record.dagster_run.status == dg.DagsterRunStatus.FAILURE]
+        failed = [
+            record.dagster_run.run_id for record in records if record.dagster_run.status == dg.DagsterRunStatus.FAILURE
+        ]
         empty = [
             record.dagster_run.run_id
             for record in records
@@ -217,7 +221,12 @@ def replay(
 
 @contextmanager
 def _instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
+    """The replay's instance, its SQLite storages created before the daemon and its code server
+    start: three processes creating a fresh store at once break its schema migrations."""
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        instance.get_run_records(limit=1)
+        instance.all_instigator_state()
+        instance.fetch_materializations(dg.AssetKey("none"), limit=1)
         yield instance
 
 
@@ -262,7 +271,9 @@ def final_state(spec: DatasetSpec, resources: dict, instance: dg.DagsterInstance
     for key in (keys.silver, keys.gold, keys.predictions):
         uri = lake.table_uri(*keys.table(key))
         rows = lake.read_days(uri, lake.days(uri)).rows
-        rows = rows.drop(columns=[column for column in rows.columns if column in RUN_SPECIFIC or column.startswith("_")])
+        rows = rows.drop(
+            columns=[column for column in rows.columns if column in RUN_SPECIFIC or column.startswith("_")]
+        )
         ordered = rows.sort_values(list(rows.columns), kind="stable").reset_index(drop=True)
         tables[key.to_user_string()] = hashlib.sha256(
             pd.util.hash_pandas_object(ordered, index=False).to_numpy().tobytes()
@@ -287,5 +298,7 @@ def final_state(spec: DatasetSpec, resources: dict, instance: dg.DagsterInstance
             }
     registry = resources["mlflow_tracking"].registry()
     champion = registry.champion(registered_name(spec, keys.forecaster))
-    label = f"{champion.tag('asset_key')}@{champion.tag('partition')} {champion.tag('sha256')[:12]}" if champion else None
+    label = (
+        f"{champion.tag('asset_key')}@{champion.tag('partition')} {champion.tag('sha256')[:12]}" if champion else None
+    )
     return FinalState(tables=tables, models=models, decisions=decisions, champion=label)

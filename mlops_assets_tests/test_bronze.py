@@ -140,3 +140,24 @@ def test_json_lines_and_parquet_files_land_like_csv(defs, resources, instance, s
     assert len(rows) == report.records - bad.records
     assert rows["kwh"].dtype == "float64" and str(rows["timestamp"].dtype).startswith("datetime64")
     assert [entry["path"] for entry in resources["landing"].quarantined(spec)] == [bad.path]
+
+
+def test_columns_the_spec_does_not_declare_are_reported(defs, resources, instance, spec) -> None:
+    """A feed that starts sending a new column: the rows land, and the run says which columns
+    silver will leave out until the spec declares them."""
+    keys = DatasetKeys(spec)
+    path = f"{spec.landing.prefix}/{spec.landing.path_pattern.path_for(DAY, 'with-extras.csv')}"
+    rows = "".join(f"MTR-00001,{DAY.isoformat()}T{hour:02d}:00:00Z,1.5,3.0,230,ok\n" for hour in range(24))
+    resources["landing"].write_bytes(path, ("meter_id,timestamp,kwh,temperature,voltage,status\n" + rows).encode())
+    result = materialize_day(defs, resources, instance, [keys.bronze], DAY)
+    (materialization,) = _materializations(result, keys.bronze)
+    assert materialization.metadata["undeclared_columns"].value == ["status", "voltage"]
+    (ingested,) = materialization.metadata["ingested"].value
+    assert ingested["undeclared_columns"] == ["voltage", "status"]
+    warnings = [
+        entry.user_message
+        for entry in instance.all_logs(result.run_id)
+        if entry.level >= 30 and "does not declare" in entry.user_message
+    ]
+    assert len(warnings) == 1 and "['voltage', 'status']" in warnings[0]
+    assert len(_bronze_rows(resources, spec)) == 24

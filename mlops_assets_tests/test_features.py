@@ -146,3 +146,22 @@ def test_a_day_built_alone_equals_the_same_day_built_inside_a_range(spec) -> Non
     inside = inside[inside["event_date"] == day].reset_index(drop=True)
     for column in feature_columns(spec):
         assert np.array_equal(alone[column].to_numpy(), inside[column].to_numpy(), equal_nan=True), column
+
+
+def test_a_quarter_hourly_series_counts_its_lags_in_quarter_hours(spec) -> None:
+    quarter = _series_spec(spec, "15min", ["15min", "1h"], ["30min"])
+    stamps = pd.date_range("2026-01-01", periods=4 * 24 * 2, freq="15min", tz="UTC")
+    silver = pd.DataFrame(
+        {
+            "meter_id": "M1",
+            "timestamp": stamps.astype("datetime64[us, UTC]"),
+            "kwh": np.arange(len(stamps), dtype=float),
+            "temperature": 1.0,
+            "event_date": [stamp.date() for stamp in stamps],
+        }
+    )
+    gold = build_features(silver, dt.date(2026, 1, 2), quarter).set_index("kwh")
+    assert (gold["kwh_lag_15min"] == gold.index - 1).all()
+    assert (gold["kwh_lag_1h"] == gold.index - 4).all()
+    assert (gold["kwh_lag_1d"] == gold.index - 96).all(), "the season of a sub-daily series is a day"
+    assert gold["kwh_mean_30min"].to_numpy() == pytest.approx(gold.index - 1.5)

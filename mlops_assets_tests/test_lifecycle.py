@@ -202,10 +202,13 @@ def test_late_data_for_a_day_rebuilds_the_next_days_features(defs, resources, in
     simulate(resources["landing"], spec, DAYS[0], days=1, meters=2, meters_per_file=2, dirty_share=0.0)
     materialize_day(defs, resources, instance, [keys.bronze], DAYS[0])
     late = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-    assert late.get_requested_partitions(keys.gold) == {DAYS[0].isoformat(), DAYS[1].isoformat()}
-
-    for day in DAYS[:2]:
-        materialize_day(defs, resources, instance, [keys.silver, keys.gold], day)
+    # The late day first; the next day, whose lags read it, waits until it is rebuilt rather
+    # than reading it while another run rewrites it.
+    assert late.get_requested_partitions(keys.gold) == {DAYS[0].isoformat()}
+    materialize_day(defs, resources, instance, [keys.silver, keys.gold], DAYS[0])
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=late.cursor)
+    assert after.get_requested_partitions(keys.gold) == {DAYS[1].isoformat()}
+    materialize_day(defs, resources, instance, [keys.gold], DAYS[1])
     assert lake.read_days(gold_uri, [DAYS[1]]).rows["kwh_lag_24h"].notna().all()
 
 

@@ -164,7 +164,7 @@ def test_a_late_day_never_takes_the_alias_from_a_later_champion(home, spec, inst
     assert registry.champion(name).version == latest.version
     metadata = late.asset_materializations_for_node(keys.release(keys.forecaster).to_python_identifier())[0].metadata
     assert "chosen for a later day" in metadata["alias_moves"].value[0]
-    assert decision.version is None
+    assert decision.registered_version is None
 
 
 def test_an_identical_candidate_is_not_registered_again(home, spec, instance) -> None:
@@ -196,7 +196,7 @@ def test_a_dry_run_records_the_decision_and_moves_nothing(home, spec, instance) 
     (entry,) = registry.history(name)
     assert entry["action"] == "dry_run" and entry["reason"].startswith(f"dry run: release decision for {DAYS[1]}")
     decision = decision_for(instance, keys.release(keys.forecaster), DAYS[1].isoformat())
-    assert decision.passed and decision.champion is not None and decision.version is None
+    assert decision.passed and decision.champion is not None and decision.registered_version is None
 
 
 def test_seen_in_training_is_judged_by_rows_not_by_a_time_cutoff(spec) -> None:

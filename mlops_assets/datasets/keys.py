@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from mlops_assets.datasets.spec import DatasetSpec
+from mlops_assets.policies import Reads
 
 
 @dataclass(frozen=True)
@@ -61,18 +62,28 @@ class DatasetKeys:
         return dg.AssetKey(["monitoring", f"{self.spec.name}_drift"])
 
     @property
-    def primary_upstream(self) -> dict[dg.AssetKey, dg.AssetKey]:
-        """For each automated asset, the upstream asset whose partition holds the partition's own
-        data: the asset has something to build for a partition only once that one exists."""
+    def reads(self) -> dict[dg.AssetKey, Reads]:
+        """For each automated asset, what automation watches: the upstream asset whose partition
+        holds the partition's own data, and the inputs that count as changed only when their
+        data version does (models, registry decisions)."""
+        release = self.release(self.forecaster)
         return {
-            self.silver: self.bronze,
-            self.gold: self.silver,
-            self.forecaster: self.gold,
-            self.checkpoint: self.gold,
-            **{self.release(candidate): candidate for candidate in self.candidates},
-            self.predictions: self.gold,
-            self.drift: self.predictions,
+            self.silver: Reads(own=self.bronze),
+            self.gold: Reads(own=self.silver),
+            self.forecaster: Reads(own=self.gold),
+            self.checkpoint: Reads(own=self.gold),
+            **{
+                self.release(candidate): Reads(own=candidate, versioned=(candidate, self.release(candidate)))
+                for candidate in self.candidates
+            },
+            self.predictions: Reads(own=self.gold, versioned=(release,)),
+            self.drift: Reads(own=self.predictions),
         }
+
+    @property
+    def primary_upstream(self) -> dict[dg.AssetKey, dg.AssetKey]:
+        """For each automated asset, the upstream asset whose partition holds the partition's own data."""
+        return {key: value.own for key, value in self.reads.items()}
 
     def table(self, key: dg.AssetKey) -> tuple[str, str]:
         """The (layer, table) of the Delta table behind a data asset."""

@@ -128,7 +128,9 @@ def _trailing_means(observed: pd.DataFrame, gold: pd.DataFrame, spec: DatasetSpe
         chunk = slice(first, first + ENTITIES_PER_GRID)
         grid = np.full((min(ENTITIES_PER_GRID, len(categories) - first), width), np.nan)
         mine = (codes >= first) & (codes < first + ENTITIES_PER_GRID)
-        grid[codes[mine] - first, observed[PERIOD].to_numpy()[mine] - base] = observed[target].to_numpy(dtype=float)[mine]
+        grid[codes[mine] - first, observed[PERIOD].to_numpy()[mine] - base] = observed[target].to_numpy(dtype=float)[
+            mine
+        ]
         windows = np.lib.stride_tricks.sliding_window_view(grid, periods, axis=1)
         rows = np.flatnonzero((row_codes >= chunk.start) & (row_codes < chunk.start + grid.shape[0]))
         starts = gold[PERIOD].to_numpy()[rows] - periods - base

@@ -42,7 +42,7 @@ def build_landing_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"{spec.name}_landing_sensor",
         target=dg.AssetSelection.assets(keys.bronze),
-        minimum_interval_seconds=15,
+        minimum_interval_seconds=5,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Polls the {spec.name} landing prefix and requests a bronze run for every day with new files.",
     )

@@ -20,6 +20,7 @@ the decision's champion when it changed. With ``registry.dry_run`` the decision 
 and no alias moves.
 """
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,33 +35,42 @@ from mlops_assets.ml.record import ModelRecord
 from mlops_assets.ml.registry import CHAMPION, Registry
 from mlops_assets.ml.tracking import MlflowTracking
 from mlops_assets.partitions import partition_before, partitions_def
-from mlops_assets.policies import TRANSIENT_FAILURES, on_upstream_update
+from mlops_assets.policies import TRANSIENT_FAILURES, on_upstream_update, used_version_tag
 
 RELEASE_CODE_VERSION = "release-2"
 
 
 @dataclass(frozen=True)
 class ReleaseDecision:
-    """The registry's decision for one partition: its candidate, the gate's verdict, the
-    champion for the partition (the candidate if it passed, else the champion before),
-    and the registered version of that champion when the decision registered it."""
+    """The registry's decision for one partition: its candidate, the champion before it (the
+    model that scores the partition), the gate's verdict, the champion for the partition
+    (the candidate if it passed, else the champion before), and the registered version of
+    that champion when the decision registered it."""
 
     partition: str
     candidate: ModelRecord
+    champion_before: ModelRecord | None
     passed: bool
     summary: str
     champion: ModelRecord | None
-    version: str | None
+    registered_version: str | None
     gate: Mapping[str, Any]
+
+    @property
+    def data_version(self) -> str:
+        """Changes exactly when the champion before or the champion for the partition does."""
+        text = f"{_sha(self.champion_before)}|{_sha(self.champion)}"
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def to_json(self) -> dict[str, Any]:
         return {
             "partition": self.partition,
             "candidate": self.candidate.to_json(),
+            "champion_before": self.champion_before.to_json() if self.champion_before else None,
             "passed": self.passed,
             "summary": self.summary,
             "champion": self.champion.to_json() if self.champion else None,
-            "version": self.version,
+            "registered_version": self.registered_version,
             "gate": dict(self.gate),
         }
 
@@ -69,12 +79,17 @@ class ReleaseDecision:
         return cls(
             partition=value["partition"],
             candidate=ModelRecord.from_json(value["candidate"]),
+            champion_before=ModelRecord.from_json(value["champion_before"]) if value.get("champion_before") else None,
             passed=bool(value["passed"]),
             summary=value["summary"],
             champion=ModelRecord.from_json(value["champion"]) if value.get("champion") else None,
-            version=value.get("version"),
+            registered_version=value.get("registered_version"),
             gate=dict(value.get("gate", {})),
         )
+
+
+def _sha(record: ModelRecord | None) -> str:
+    return record.sha256 if record is not None else "none"
 
 
 def decision_before(instance: dg.DagsterInstance, release: dg.AssetKey, partition: str) -> "ReleaseDecision | None":
@@ -122,7 +137,7 @@ def build_release_asset(spec: DatasetSpec, candidate_key: dg.AssetKey) -> dg.Ass
         group_name="registry",
         kinds={"mlflow"},
         code_version=spec.code_version(RELEASE_CODE_VERSION, "registry"),
-        automation_condition=on_upstream_update(keys.primary_upstream, versioned=[candidate_key, release_key]),
+        automation_condition=on_upstream_update(keys.reads),
         retry_policy=TRANSIENT_FAILURES,
         description=(
             f"The registry's decision for the {noun}: the {candidate_key.to_user_string()} model of the {noun} "
@@ -158,10 +173,11 @@ def build_release_asset(spec: DatasetSpec, candidate_key: dg.AssetKey) -> dg.Ass
         decision = ReleaseDecision(
             partition=partition,
             candidate=record,
+            champion_before=champion_before,
             passed=passed,
             summary=summary,
             champion=champion,
-            version=version,
+            registered_version=version,
             gate=verdict.to_json() if verdict is not None else {"passed": True, "reasons": [], "rows": 0},
         )
         context.log.info(f"{name} for {partition}: {summary}; {'; '.join(moves) or 'no alias moved'}")
@@ -173,11 +189,16 @@ def build_release_asset(spec: DatasetSpec, candidate_key: dg.AssetKey) -> dg.Ass
                 "champion": dg.MetadataValue.text(champion.label if champion else ""),
                 "registered_model": dg.MetadataValue.text(name),
                 "version": dg.MetadataValue.text(version or ""),
+                "champion_before": dg.MetadataValue.text(champion_before.label if champion_before else ""),
                 "alias_moves": dg.MetadataValue.json(moves),
             },
-            # Downstream (the next decision, the next partition's scoring) changes only when
-            # the champion for this partition does.
-            data_version=dg.DataVersion(champion.sha256[:20] if champion else "no-champion"),
+            # What automation compares: this decision changed only if one of its champions did,
+            # and it was made from this candidate and this decision before it.
+            data_version=dg.DataVersion(decision.data_version),
+            tags={
+                used_version_tag(candidate_key): record.sha256[:20],
+                used_version_tag(release_key): before.data_version if before is not None else "none",
+            },
         )
 
     return release

@@ -41,7 +41,7 @@ def build_retrain_job(spec: DatasetSpec) -> dg.JobDefinition:
     )
 
 
-def build_nightly_retrain_schedule(spec: DatasetSpec) -> dg.ScheduleDefinition:
+def build_nightly_retrain_schedule(spec: DatasetSpec, running: bool = True) -> dg.ScheduleDefinition:
     schedules = spec.schedules
     keys = DatasetKeys(spec)
 
@@ -50,7 +50,7 @@ def build_nightly_retrain_schedule(spec: DatasetSpec) -> dg.ScheduleDefinition:
         cron_schedule=schedules.retrain_cron,
         execution_timezone=schedules.timezone,
         job_name=retrain_job_name(spec),
-        default_status=dg.DefaultScheduleStatus.RUNNING,
+        default_status=dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED,
         description=(
             f"Retrain the {spec.name} candidates of the latest {spec.grain.noun} with gold data at "
             f"'{schedules.retrain_cron}' {schedules.timezone} time."

@@ -6,6 +6,7 @@ import fcntl
 import functools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,6 @@ import dagster as dg
 import mlflow
 import pandas as pd
 import sklearn
-import skops
-import skops.io
 from mlflow.data.delta_dataset_source import DeltaDatasetSource
 from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
@@ -25,7 +24,7 @@ from mlops_assets.lakehouse.delta import TableRead
 from mlops_assets.ml.registry import Registry
 
 # Explicit requirements: inferring them costs seconds per logged model.
-MODEL_PIP_REQUIREMENTS = [f"scikit-learn=={sklearn.__version__}", f"skops=={skops.__version__}"]
+MODEL_PIP_REQUIREMENTS = [f"scikit-learn=={sklearn.__version__}", f"skops=={version('skops')}"]
 DAGSTER_TAGS = ("dagster.run_id", "dagster.asset_key", "dagster.partition")
 
 
@@ -117,6 +116,10 @@ def log_sklearn_model(model: Any) -> ModelInfo:
     MLflow stores it with skops, which loads only the types it is told to trust; the
     model was fitted by this process, so the types it holds are trusted.
     """
+    # Imported here: skops imports every scikit-learn module it can trust, which costs each
+    # process that loads the definitions (every run) most of a second.
+    import skops.io
+
     trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
     return mlflow.sklearn.log_model(
         model, name="model", pip_requirements=MODEL_PIP_REQUIREMENTS, skops_trusted_types=trusted
