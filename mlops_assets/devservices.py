@@ -107,7 +107,7 @@ def run_azurite(
         str(free_port()),
         *(["--debug", str(debug_log)] if debug_log else []),
     ]
-    with _service(command, data_dir / "azurite.log") as process:
+    with running_process(command, data_dir / "azurite.log") as process:
         _wait_for_port(endpoints.blob_port, process, "Azurite")
         _wait_for_port(endpoints.queue_port, process, "Azurite")
         provision(endpoints.connection_string)
@@ -154,22 +154,30 @@ def run_mlflow_server(data_dir: Path, azurite: AzuriteEndpoints) -> Iterator[str
         "--serve-artifacts",
     ]
     environment = {**os.environ, "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string}
-    with _service(command, data_dir / "mlflow-server.log", environment) as process:
+    with running_process(command, data_dir / "mlflow-server.log", environment) as process:
         uri = f"http://127.0.0.1:{port}"
         _wait_for_http(f"{uri}/health", process, "MLflow server")
         yield uri
 
 
 @contextmanager
-def _service(command: list[str], log: Path, environment: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+def running_process(
+    command: list[str],
+    log: Path,
+    environment: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    stop_seconds: float = 20,
+) -> Iterator[subprocess.Popen]:
+    """``command`` running with its output in ``log``, stopped (SIGTERM, then SIGKILL after
+    ``stop_seconds``) when the context ends."""
     with log.open("ab") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=environment)
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=environment, cwd=cwd)
         try:
             yield process
         finally:
             process.terminate()
             try:
-                process.wait(timeout=20)
+                process.wait(timeout=stop_seconds)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()

@@ -28,6 +28,7 @@ import pandas as pd
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
+from mlops_assets.devservices import running_process
 from mlops_assets.ml.release import decision_for, registered_name
 from mlops_assets.profiles import local_resources
 from mlops_assets.run_queue import PRIORITY_TAG
@@ -131,24 +132,9 @@ class ReplayResult:
 @contextmanager
 def running_daemon(environment: dict[str, str], folder: Path) -> Iterator[subprocess.Popen]:
     """A ``dagster-daemon`` serving the package's definitions, for as long as the context lasts."""
-    log = (folder / "daemon.log").open("wb")
-    daemon = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "mlops_assets.definitions"],
-        env=environment,
-        cwd=folder,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    command = [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "mlops_assets.definitions"]
+    with running_process(command, folder / "daemon.log", environment, cwd=folder, stop_seconds=60) as daemon:
         yield daemon
-    finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        log.close()
 
 
 def replay(

@@ -70,20 +70,9 @@ class CheckpointModel:
         return fitted_digest(self.family, self.features, self.model)
 
     def record(self, asset: str, partition: str) -> ModelRecord:
-        return ModelRecord(
-            asset=asset,
-            partition=partition,
-            family=self.family,
-            model_uri=self.model_uri or "",
-            run_id=self.mlflow_run_id or "",
-            sha256=self.sha256,
-            gold_uri=self.gold_uri,
-            gold_version=int(self.gold_version if self.gold_version is not None else -1),
-            trained_partitions=self.trained_partitions,
-            holdout_partitions=self.holdout_partitions,
-            holdout_start=self.holdout_start.isoformat(),
-            metrics=dict(self.metrics),
-        )
+        """This model as the gate, the registry and batch scoring know it (``asset``: the asset key
+        that made it, as a string)."""
+        return ModelRecord.of(self, asset, partition)
 
 
 @dataclass(frozen=True)

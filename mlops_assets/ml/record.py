@@ -59,6 +59,25 @@ class ModelRecord:
             }
         )
 
+    @classmethod
+    def of(cls, model: Any, asset: str, partition: str) -> ModelRecord:
+        """The record of a trained model object (a forecaster or a checkpoint model) made for
+        ``partition`` of ``asset``: both carry the same attributes."""
+        return cls(
+            asset=asset,
+            partition=partition,
+            family=model.family,
+            model_uri=model.model_uri or "",
+            run_id=model.mlflow_run_id or "",
+            sha256=model.sha256,
+            gold_uri=model.gold_uri,
+            gold_version=int(model.gold_version if model.gold_version is not None else -1),
+            trained_partitions=tuple(model.trained_partitions),
+            holdout_partitions=tuple(model.holdout_partitions),
+            holdout_start=model.holdout_start.isoformat(),
+            metrics=dict(model.metrics),
+        )
+
     @property
     def label(self) -> str:
         return f"{self.asset}@{self.partition}"

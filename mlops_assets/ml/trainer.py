@@ -72,20 +72,7 @@ class Forecaster:
     def record(self, asset: str, partition: str) -> ModelRecord:
         """This model as the gate, the registry and batch scoring know it (``asset``: the asset key
         that made it, as a string)."""
-        return ModelRecord(
-            asset=asset,
-            partition=partition,
-            family=self.family,
-            model_uri=self.model_uri or "",
-            run_id=self.mlflow_run_id or "",
-            sha256=self.sha256,
-            gold_uri=self.gold_uri,
-            gold_version=int(self.gold_version if self.gold_version is not None else -1),
-            trained_partitions=self.trained_partitions,
-            holdout_partitions=self.holdout_partitions,
-            holdout_start=self.holdout_start.isoformat(),
-            metrics=dict(self.metrics),
-        )
+        return ModelRecord.of(self, asset, partition)
 
     def serving_pipeline(self, rows: pd.DataFrame) -> Pipeline:
         """The estimator behind a step that picks its features out of gold rows, as served
