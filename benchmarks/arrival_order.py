@@ -25,14 +25,17 @@ import datetime as dt
 import json
 import os
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
-from examples.public_data import SPECS, landing_files
-from mlops_assets.datasets.spec import load_spec
-from mlops_assets.replay import arrivals_by_partition, late_and_twice, replay
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/ beside the package
+
+from examples.public_data import SPECS, landing_files  # noqa: E402
+from mlops_assets.datasets.spec import load_spec  # noqa: E402
+from mlops_assets.replay import arrivals_by_partition, late_and_twice, replay  # noqa: E402
 
 FIRST = dt.date(2013, 1, 1)
 

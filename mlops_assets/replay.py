@@ -11,6 +11,7 @@ partition's registry decision, the champion, and how long it all took.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -216,8 +217,8 @@ def _instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
         yield instance
 
 
-def _utc(timestamp: float):
-    return pd.Timestamp(timestamp, unit="s", tz="UTC").to_pydatetime()
+def _utc(timestamp: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC)
 
 
 def _wait_for_first_tick(instance: dg.DagsterInstance, sensor: str, timeout: float) -> None:
