@@ -6,6 +6,7 @@ write for each upload (`blob_created_event`), which is the one stand-in here.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
@@ -170,8 +171,8 @@ def test_each_duplicated_event_leads_to_one_ingestion(tmp_path, azurite, blob_pr
     defs = build_definitions([spec], blob_profile, arrivals="queue")
 
     first = tick(defs, EVENT_SENSOR_NAME, instance, blob_profile)
-    (request,) = first.run_requests
-    assert request.partition_key == TODAY.isoformat()
+    assert len(first.run_requests) == len(etags) == 2
+    assert {request.partition_key for request in first.run_requests} == {TODAY.isoformat()}
     (observation,) = first.asset_events
     assert sorted(file["path"] for file in observation.metadata["files"].value) == sorted(etags)
     for _ in range(3):
@@ -203,6 +204,83 @@ def test_unusable_messages_go_to_the_poison_queue(azurite, blob_profile, instanc
     assert any("Microsoft.Storage.BlobDeleted" in reason for reason in reasons)
     assert sum("not a landing file of any dataset" in reason for reason in reasons) == 2
     assert queue.get_queue_properties().approximate_message_count == 0
+
+
+def poisoned_reasons(azurite: AzuriteEndpoints) -> list[str]:
+    poison = QueueClient.from_connection_string(azurite.connection_string, "landing-events-poison")
+    return [json.loads(message.content)["reason"] for message in poison.receive_messages(max_messages=32)]
+
+
+def test_malformed_event_fields_are_poisoned_and_the_good_event_still_runs(
+    tmp_path, azurite, blob_profile, instance, spec
+) -> None:
+    _, etags = upload_simulated(tmp_path, azurite, spec, TODAY, 1, meters=2, meters_per_file=2)
+    (path,) = etags
+    good = json.loads(base64.b64decode(blob_created_event(AZURITE_ACCOUNT, "landing", path, etags[path], 36)))
+    queue = QueueClient.from_connection_string(azurite.connection_string, "landing-events")
+    bad_fields = [
+        ("data", "contentLength", None),
+        ("data", "contentLength", [1, 2]),
+        ("data", "contentLength", True),
+        ("data", "contentLength", -5),
+        ("data", "eTag", {"value": "0x1"}),
+        (None, "eventTime", 1767225600),
+        (None, "eventTime", "yesterday"),
+    ]
+    for section, field, value in bad_fields:
+        event = json.loads(json.dumps(good))
+        (event[section] if section else event)[field] = value
+        queue.send_message(json.dumps(event))
+    queue.send_message("[" * 30_000 + "]" * 30_000)
+    queue.send_message(base64.b64encode(b'{"a":' * 6_000 + b"1" + b"}" * 6_000).decode())
+    queue.send_message(json.dumps(good))
+    defs = build_definitions([spec], blob_profile, arrivals="queue")
+
+    result = tick(defs, EVENT_SENSOR_NAME, instance, blob_profile)
+    assert [request.partition_key for request in result.run_requests] == [TODAY.isoformat()]
+    reasons = poisoned_reasons(azurite)
+    assert len(reasons) == len(bad_fields) + 2
+    assert sum("contentLength" in reason for reason in reasons) == 4
+    assert sum("nested too deeply" in reason for reason in reasons) == 2
+    assert all(len(reason) < 400 for reason in reasons)
+    tick(defs, EVENT_SENSOR_NAME, instance, blob_profile, cursor=result.cursor)
+    assert queue.get_queue_properties().approximate_message_count == 0
+
+
+def test_a_message_that_keeps_coming_back_goes_to_the_poison_queue(azurite, blob_profile, instance, spec) -> None:
+    """A message that earlier ticks received and never deleted (each of those ticks failed on
+    it) is poisoned once it has been received ``max_deliveries`` times."""
+    publish(azurite, f"smart_meter/{TODAY:%Y/%m/%d}/readings.csv", "0x8D0", 100)
+    queue = QueueClient.from_connection_string(azurite.connection_string, "landing-events")
+    for _ in range(EventQueue(account=account_for(azurite)).max_deliveries):
+        deadline = time.monotonic() + 10
+        while not list(queue.receive_messages(max_messages=1, visibility_timeout=1)):
+            assert time.monotonic() < deadline, "the message did not come back after its visibility timeout"
+            time.sleep(0.2)
+    time.sleep(1.2)
+    defs = build_definitions([spec], blob_profile, arrivals="queue")
+    result = tick(defs, EVENT_SENSOR_NAME, instance, blob_profile)
+    assert result.run_requests == []
+    (reason,) = poisoned_reasons(azurite)
+    assert "received 6 times without being handled" in reason
+
+
+def test_an_event_for_a_partition_not_started_waits_hidden_until_it_starts(
+    azurite, blob_profile, instance, spec
+) -> None:
+    tomorrow = TODAY + dt.timedelta(days=1)
+    path = f"smart_meter/{tomorrow:%Y/%m/%d}/early.csv"
+    container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("landing")
+    etag = container.upload_blob(path, b"meter_id,timestamp,kwh,temperature\n").get_blob_properties().etag
+    publish(azurite, path, etag.strip('"'), 36)
+    quick = {**blob_profile, "event_queue": EventQueue(account=account_for(azurite), visibility_timeout=1)}
+    defs = build_definitions([spec], quick, arrivals="queue")
+    result = tick(defs, EVENT_SENSOR_NAME, instance, quick)
+    assert result.run_requests == [] and poisoned_reasons(azurite) == []
+    time.sleep(1.5)  # past the visibility timeout of a received message
+    queue = QueueClient.from_connection_string(azurite.connection_string, "landing-events")
+    assert queue.get_queue_properties().approximate_message_count == 1
+    assert list(queue.peek_messages()) == []  # hidden until the partition starts
 
 
 def test_an_event_for_a_blob_that_is_gone_is_acknowledged(azurite, blob_profile, instance, spec) -> None:
@@ -264,6 +342,24 @@ def test_a_duplicate_in_a_later_tick_gets_the_same_run_key(tmp_path, azurite, bl
     publish(azurite, path, etags[path], 1)
     second = tick(defs, EVENT_SENSOR_NAME, instance, blob_profile, cursor=first.cursor)
     assert [request.run_key for request in second.run_requests] == [request.run_key for request in first.run_requests]
+
+
+def test_a_duplicate_beside_a_new_file_in_a_later_tick_starts_no_extra_run(
+    tmp_path, azurite, blob_profile, instance, spec
+) -> None:
+    """Dagster launches a sensor's run key once: every file version must keep its own key."""
+    _, etags = upload_simulated(tmp_path, azurite, spec, TODAY, 1, meters=4, meters_per_file=2)
+    first_path, second_path = sorted(etags)
+    publish(azurite, first_path, etags[first_path], 1)
+    defs = build_definitions([spec], blob_profile, arrivals="queue")
+    first = tick(defs, EVENT_SENSOR_NAME, instance, blob_profile)
+    (first_key,) = [request.run_key for request in first.run_requests]
+    publish(azurite, first_path, etags[first_path], 1)
+    publish(azurite, second_path, etags[second_path], 1)
+    second = tick(defs, EVENT_SENSOR_NAME, instance, blob_profile, cursor=first.cursor)
+    keys = [request.run_key for request in second.run_requests]
+    assert len(keys) == 2 and first_key in keys
+    assert all(request.tags["mlops/new_files"] == "1" for request in second.run_requests)
 
 
 def test_a_message_received_again_after_its_timeout_does_not_stop_the_sensor(

@@ -72,7 +72,7 @@ def parse_blob_created(content: str) -> BlobCreated:
     if not isinstance(event, dict):
         raise NotABlobCreatedEvent(f"an event is a JSON object, not {type(event).__name__}")
     if event.get("eventType") != BLOB_CREATED:
-        raise NotABlobCreatedEvent(f"event type {event.get('eventType')!r} is not {BLOB_CREATED}")
+        raise NotABlobCreatedEvent(f"event type {_short(event.get('eventType'))} is not {BLOB_CREATED}")
     subject = event.get("subject")
     data = event.get("data")
     if not isinstance(subject, str) or not isinstance(data, dict):
@@ -80,22 +80,41 @@ def parse_blob_created(content: str) -> BlobCreated:
     prefix = "/blobServices/default/containers/"
     container, marker, blob = subject.removeprefix(prefix).partition("/blobs/")
     if not subject.startswith(prefix) or not marker or not container or not blob:
-        raise NotABlobCreatedEvent(f"subject {subject!r} does not name a blob")
-    if data.get("url") and not unquote(urlparse(str(data["url"])).path).endswith(f"/{container}/{blob}"):
-        raise NotABlobCreatedEvent(f"data.url {data['url']!r} does not match subject {subject!r}")
+        raise NotABlobCreatedEvent(f"subject {_short(subject)} does not name a blob")
+    if data.get("url") and not _url_path(data["url"]).endswith(f"/{container}/{blob}"):
+        raise NotABlobCreatedEvent(f"data.url {_short(data['url'])} does not match subject {_short(subject)}")
+    event_time_text, size, etag = event.get("eventTime"), data.get("contentLength", 0), data.get("eTag", "")
+    if not isinstance(event_time_text, str):
+        raise NotABlobCreatedEvent(f"eventTime is {type(event_time_text).__name__}, not a string")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise NotABlobCreatedEvent(f"data.contentLength {_short(size)} is not a byte count")
+    if not isinstance(etag, str):
+        raise NotABlobCreatedEvent(f"data.eTag is {type(etag).__name__}, not a string")
     try:
-        event_time = dt.datetime.fromisoformat(str(event.get("eventTime")).replace("Z", "+00:00"))
-        size = int(data.get("contentLength", 0))
+        event_time = dt.datetime.fromisoformat(event_time_text.replace("Z", "+00:00"))
     except ValueError as error:
-        raise NotABlobCreatedEvent(f"bad eventTime or contentLength: {error}") from error
+        raise NotABlobCreatedEvent(f"bad eventTime: {str(error)[:120]}") from error
     return BlobCreated(
-        event_id=str(event.get("id", "")),
+        event_id=str(event.get("id", ""))[:200],
         container=container,
         blob=blob,
-        etag=str(data.get("eTag", "")).strip('"'),
+        etag=etag.strip('"'),
         size=size,
         event_time=event_time,
     )
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    """A value for a reason: its repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _url_path(url: Any) -> str:
+    try:
+        return unquote(urlparse(str(url)).path)
+    except ValueError:
+        return ""
 
 
 def _decode(content: str) -> Any:
@@ -103,7 +122,11 @@ def _decode(content: str) -> Any:
         return json.loads(content)
     except json.JSONDecodeError:
         pass
+    except RecursionError as error:
+        raise NotABlobCreatedEvent("JSON nested too deeply to be an event") from error
     try:
         return json.loads(base64.b64decode(content, validate=True))
+    except RecursionError as error:
+        raise NotABlobCreatedEvent("JSON nested too deeply to be an event") from error
     except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise NotABlobCreatedEvent(f"neither JSON nor Base64-encoded JSON: {str(error)[:120]}") from error

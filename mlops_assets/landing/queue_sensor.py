@@ -4,8 +4,12 @@ A tick first deletes the messages of the previous tick, whose run requests Dagst
 recorded by then (a tick's cursor is only stored with its run requests), then drains
 up to ``MAX_MESSAGES_PER_TICK`` new messages. Event Grid delivers at least once and in
 no particular order, so every event is checked against the blob as it is now, and
-duplicates collapse onto one file version: the same file version always gives the same
-run key, and bronze ingests a file version once whatever the number of runs.
+duplicates collapse onto one file version: each file version is requested in a run of its
+own whose run key names it, so Dagster starts it once whatever tick the duplicates arrive
+in, and bronze ingests a file version once whatever the number of runs. A message that
+is not a usable event goes to the poison queue with its reason, and so does one received
+``EventQueue.max_deliveries`` times without being handled, so no message stops the sensor
+for good.
 """
 
 import datetime as dt
@@ -19,7 +23,7 @@ import dagster as dg
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.landing.event_grid import NotABlobCreatedEvent, parse_blob_created
-from mlops_assets.landing.sensors import landing_observation, run_key
+from mlops_assets.landing.sensors import file_run_key, landing_observation
 from mlops_assets.partitions import partitions_def
 from mlops_assets.storage.event_queue import EventQueue
 from mlops_assets.storage.landing_zone import LandingFile, LandingZone
@@ -67,6 +71,11 @@ def build_event_sensor(specs: Sequence[DatasetSpec]) -> dg.SensorDefinition:
         handled: list[tuple[str, str]] = []
         acknowledged: list[tuple[str, str]] = []
         for message in messages:
+            if message.dequeue_count > event_queue.max_deliveries:
+                reason = f"received {message.dequeue_count} times without being handled"
+                context.log.warning(f"Message {message.id} moved to {event_queue.poison_queue}: {reason}")
+                event_queue.poison(message, reason)
+                continue
             try:
                 event = parse_blob_created(message.content)
             except NotABlobCreatedEvent as reason:
@@ -92,20 +101,28 @@ def build_event_sensor(specs: Sequence[DatasetSpec]) -> dg.SensorDefinition:
                 if file.partition < spec.start_date:
                     context.log.warning(f"{path}: event day before {spec.start_date}; acknowledged.")
                     acknowledged.append((message.id, message.pop_receipt))
-                # A partition that has not started: the message comes back after its visibility timeout.
+                else:
+                    # A partition that has not started yet in UTC: the event comes back when it starts.
+                    starts = dt.datetime.combine(file.partition, dt.time(), dt.UTC)
+                    wait = int((starts - dt.datetime.now(dt.UTC)).total_seconds()) + 1
+                    context.log.info(f"{path}: partition {file.partition} has not started; postponed {wait} s.")
+                    event_queue.postpone(message, wait)
                 continue
             found[(spec.name, file.partition)][file.path] = file
             handled.append((message.id, message.pop_receipt))
         event_queue.delete(acknowledged)
 
+        # One run per file version, keyed by it: Dagster launches a run key once per sensor, so
+        # an event delivered again in any later tick starts nothing.
         run_requests = [
             dg.RunRequest(
-                run_key=run_key(by_name[name], day, list(files.values())),
+                run_key=file_run_key(by_name[name], file),
                 partition_key=day.isoformat(),
                 asset_selection=[DatasetKeys(by_name[name]).bronze],
-                tags={"mlops/dataset": name, "mlops/new_files": str(len(files))},
+                tags={"mlops/dataset": name, "mlops/new_files": "1"},
             )
             for (name, day), files in sorted(found.items())
+            for file in sorted(files.values(), key=lambda file: file.path)
         ]
         observations = [
             landing_observation(by_name[name], day, list(files.values()))

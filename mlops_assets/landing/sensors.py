@@ -8,7 +8,7 @@ import dagster as dg
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
-from mlops_assets.landing.cursor import LandingCursor
+from mlops_assets.landing.cursor import LandingCursor, version_digest
 from mlops_assets.partitions import partitions_def
 from mlops_assets.storage.landing_zone import LandingFile, LandingZone
 
@@ -18,6 +18,11 @@ def run_key(spec: DatasetSpec, day: dt.date, files: list[LandingFile]) -> str:
     tick never launches a second run for them."""
     versions = "\n".join(sorted(f"{file.path}@{file.etag}" for file in files))
     return f"{spec.name}:{day.isoformat()}:{hashlib.sha256(versions.encode()).hexdigest()[:16]}"
+
+
+def file_run_key(spec: DatasetSpec, file: LandingFile) -> str:
+    """The run key of one file version: the same version always gives the same key."""
+    return f"{spec.name}:{file.partition.isoformat()}:{version_digest(file)}"
 
 
 def landing_observation(spec: DatasetSpec, day: dt.date, files: list[LandingFile]) -> dg.AssetObservation:

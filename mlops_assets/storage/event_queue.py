@@ -18,6 +18,8 @@ from mlops_assets.storage.account import StorageAccount
 LISTEN_PAUSE_SECONDS = 0.2
 # Deleting a message that is gone, or that another reader received again since.
 STALE_RECEIPT_CODES = ("MessageNotFound", "PopReceiptMismatch")
+MAX_HIDDEN_SECONDS = 7 * 24 * 3600
+MAX_POISONED_CHARS = 8_000  # even JSON-escaped (up to 6 characters each), within a message's 64 KiB
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,11 @@ class EventQueue(dg.ConfigurableResource):
         description="How long a sensor tick keeps asking an empty queue for a first message. The daemon "
         "starts a tick at most every 5 s; listening through most of that gap lets an event be seen "
         "within a fraction of a second instead of at the next tick.",
+    )
+    max_deliveries: int = Field(
+        default=5,
+        description="A message received this many times without being handled (each time a tick failed "
+        "on it or ended before deleting it) goes to the poison queue instead of stopping the sensor again.",
     )
     visibility_timeout: int = Field(
         default=300,
@@ -103,9 +110,20 @@ class EventQueue(dg.ConfigurableResource):
         return deleted
 
     def poison(self, message: ReceivedMessage, reason: str) -> None:
-        """Move a message to the poison queue with the reason, then delete it."""
+        """Move a message to the poison queue with the reason, then delete it. A message may
+        be up to 64 KiB, as may the poison message: contents and reasons are cut to fit."""
+        content = message.content
+        kept = content if len(content) <= MAX_POISONED_CHARS else content[:MAX_POISONED_CHARS]
+        record = {"reason": reason[:1000], "message_id": message.id, "content": kept, "content_chars": len(content)}
         with self._client(self.poison_queue) as poison:
-            poison.send_message(json.dumps({"reason": reason, "message_id": message.id, "content": message.content}))
+            poison.send_message(json.dumps(record))
+        self.delete([(message.id, message.pop_receipt)])
+
+    def postpone(self, message: ReceivedMessage, seconds: int) -> None:
+        """Put a message back as a fresh one, hidden for ``seconds`` (at most the service's
+        seven days), then delete it: its delivery count starts again."""
+        with self._client(self.queue) as client:
+            client.send_message(message.content, visibility_timeout=max(1, min(seconds, MAX_HIDDEN_SECONDS)))
         self.delete([(message.id, message.pop_receipt)])
 
     def publish(self, content: str) -> None:
