@@ -4,6 +4,7 @@ and every simulated record accounted for."""
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,72 @@ def test_columns_the_spec_does_not_declare_are_reported(defs, resources, instanc
     ]
     assert len(warnings) == 1 and "['voltage', 'status']" in warnings[0]
     assert len(_bronze_rows(resources, spec)) == 24
+
+
+def _readings(hours: int, *extra: str) -> str:
+    return "".join(
+        f"MTR-00001,{DAY.isoformat()}T{hour:02d}:00:00Z,1.5,3.0{''.join(',' + value for value in extra)}\n"
+        for hour in range(hours)
+    )
+
+
+def test_hostile_headers_are_quarantined_and_the_good_file_of_the_day_still_lands(
+    defs, resources, instance, spec
+) -> None:
+    """Column names Delta cannot hold (twins that differ only in case, a case variant of a
+    declared column, the table's own columns) are quarantined instead of failing the write for
+    the whole day, and a 2 MB header gives a short reason."""
+    keys = DatasetKeys(spec)
+    landing = resources["landing"]
+
+    def put(name: str, text: str) -> None:
+        landing.write_bytes(f"{spec.landing.prefix}/{spec.landing.path_pattern.path_for(DAY, name)}", text.encode())
+
+    put("good.csv", "meter_id,timestamp,kwh,temperature\n" + _readings(24))
+    put("twins.csv", "meter_id,timestamp,kwh,temperature,STATUS,status\n" + _readings(5, "a", "b"))
+    put("case.csv", "meter_id,timestamp,kwh,TEMPERATURE\n" + _readings(6))
+    put("reserved.csv", "meter_id,timestamp,kwh,temperature,_Source_File\n" + _readings(7, "x"))
+    wide = ",".join(f"unknown_column_{index:06d}" for index in range(100_000))
+    put("wide.csv", "meter_id,timestamp,kwh,temperature," + wide + "\n" + _readings(8, *["0"] * 100_000))
+    put("missing.csv", "meter_id,timestamp," + wide + "\n" + "MTR-1,2026-01-05T00:00:00Z" + ",0" * 100_000 + "\n")
+    put("extras.csv", "meter_id,timestamp,kwh,temperature,voltage\n" + _readings(9, "230"))
+
+    result = materialize_day(defs, resources, instance, [keys.bronze], DAY)
+    assert result.success
+    reasons = {Path(entry["path"]).name: entry for entry in landing.quarantined(spec)}
+    assert set(reasons) == {"twins.csv", "case.csv", "reserved.csv", "missing.csv", "wide.csv"}
+    assert "differ only in case ['STATUS', 'status']" in reasons["twins.csv"]["reason"]
+    assert "TEMPERATURE (declared: temperature)" in reasons["case.csv"]["reason"]
+    assert "['_Source_File'] are reserved" in reasons["reserved.csv"]["reason"]
+    assert len(reasons["missing.csv"]["reason"]) < 600 and reasons["missing.csv"]["reason"].startswith("missing")
+    assert len(reasons["wide.csv"]["reason"]) < 600 and "100,000 columns the spec does not declare" in (
+        reasons["wide.csv"]["reason"]
+    )
+    rows = _bronze_rows(resources, spec)
+    assert sorted(Path(path).name for path in rows[SOURCE_FILE].unique()) == ["extras.csv", "good.csv"]
+    assert len(rows) + sum(entry["records"] for entry in reasons.values()) == 24 + 5 + 6 + 7 + 8 + 1 + 9
+    (materialization,) = _materializations(result, keys.bronze)
+    assert len(json.dumps({key: value.value for key, value in materialization.metadata.items()})) < 50_000
+
+
+def test_gzip_files_are_read_and_counted_by_what_they_hold(defs, resources, instance, spec) -> None:
+    keys = DatasetKeys(spec)
+    landing = resources["landing"]
+
+    def put(name: str, data: bytes) -> None:
+        landing.write_bytes(f"{spec.landing.prefix}/{spec.landing.path_pattern.path_for(DAY, name)}", data)
+
+    put("readings.csv.gz", gzip.compress(("meter_id,timestamp,kwh,temperature\n" + _readings(24)).encode()))
+    put("named-plain.csv", gzip.compress(("meter_id,timestamp,kwh,temperature\n" + _readings(12)).encode()))
+    put("wrong.csv.gz", gzip.compress(("meter,time,value\n" + _readings(20)).encode()))
+    put("cut.csv.gz", gzip.compress(("meter_id,timestamp,kwh,temperature\n" + _readings(10)).encode())[:-12])
+
+    assert materialize_day(defs, resources, instance, [keys.bronze], DAY).success
+    rows = _bronze_rows(resources, spec)
+    assert rows.groupby(SOURCE_FILE).size().rename(lambda path: Path(path).name).to_dict() == {
+        "named-plain.csv": 12,
+        "readings.csv.gz": 24,
+    }
+    quarantined = {Path(entry["path"]).name: entry for entry in landing.quarantined(spec)}
+    assert quarantined["wrong.csv.gz"]["records"] == 20
+    assert "truncated gzip" in quarantined["cut.csv.gz"]["reason"]

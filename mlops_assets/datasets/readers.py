@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import json
+import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import pandas as pd
@@ -23,8 +25,42 @@ RESCUED = "_rescued"
 FORMAT_BY_EXTENSION = {"csv": "csv", "jsonl": "jsonl", "json": "jsonl", "parquet": "parquet"}
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+MAX_DECOMPRESSED_BYTES = 2**30
+MAX_REASON_CHARS = 500
+MAX_UNDECLARED_COLUMNS = 100
+
+
 class RejectedFile(ValueError):
-    """A landing file that must be quarantined; the message is the reason."""
+    """A landing file that must be quarantined; the message is the reason, cut to
+    ``MAX_REASON_CHARS`` so that a hostile file cannot make it large."""
+
+    def __init__(self, reason: str) -> None:
+        if len(reason) > MAX_REASON_CHARS:
+            reason = f"{reason[:MAX_REASON_CHARS]}... ({len(reason):,} characters)"
+        super().__init__(reason)
+
+
+def decompressed(data: bytes, *, strict: bool = True) -> bytes:
+    """The payload of a gzip file (recognised by its magic bytes, whatever its name), or
+    ``data`` unchanged. A payload over ``MAX_DECOMPRESSED_BYTES`` or a corrupt stream is
+    rejected; with ``strict=False`` whatever decompresses is returned instead."""
+    if not data.startswith(GZIP_MAGIC):
+        return data
+    stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        payload = stream.decompress(data, MAX_DECOMPRESSED_BYTES + 1)
+    except zlib.error as error:
+        if strict:
+            raise RejectedFile(f"corrupt gzip data: {error}") from error
+        return b""
+    if len(payload) > MAX_DECOMPRESSED_BYTES:
+        if strict:
+            raise RejectedFile(f"decompresses to more than {MAX_DECOMPRESSED_BYTES:,} bytes")
+        return payload[:MAX_DECOMPRESSED_BYTES]
+    if strict and not stream.eof:
+        raise RejectedFile("truncated gzip data")
+    return payload
 
 
 @dataclass(frozen=True)
@@ -40,8 +76,10 @@ def count_records(data: bytes, fmt: str) -> int:
     """Records in a file, counted without parsing it, so unreadable files count too.
 
     A record is a non-empty line after the header (CSV), a non-empty line (JSON
-    lines), or a row of a readable Parquet file (0 for an unreadable one).
+    lines), or a row of a readable Parquet file (0 for an unreadable one); a gzip file's
+    records are those of what it decompresses to.
     """
+    data = decompressed(data, strict=False)
     if fmt == "parquet":
         try:
             return pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
@@ -51,24 +89,50 @@ def count_records(data: bytes, fmt: str) -> int:
     return max(lines - 1, 0) if fmt == "csv" else lines
 
 
-def parse_file(data: bytes, extension: str, spec: DatasetSpec) -> ParsedFile:
-    """Parse and type one landing file; raise :class:`RejectedFile` to quarantine it."""
+def parse_file(data: bytes, extension: str, spec: DatasetSpec, reserved: Collection[str] = ()) -> ParsedFile:
+    """Parse and type one landing file; raise :class:`RejectedFile` to quarantine it.
+
+    ``reserved`` are the column names the table adds to every row (any case), which a
+    file may not bring."""
     fmt = FORMAT_BY_EXTENSION.get(extension)
     if fmt is None or fmt not in spec.landing.formats:
         raise RejectedFile(
             f"unsupported file type {extension!r}; this dataset accepts {', '.join(spec.landing.formats)}"
         )
-    raw = _read_raw(data, fmt)
+    raw = _read_raw(decompressed(data), fmt)
     if raw.empty:
         raise RejectedFile("the file holds no records")
     missing = [column for column in spec.required_columns if column not in raw.columns]
     if missing:
         raise RejectedFile(f"missing required column(s) {missing}; found {sorted(map(str, raw.columns))}")
-    return _typed(raw, spec)
+    declared = {column.lower(): column for column in spec.columns}
+    clashes = sorted(
+        f"{column} (declared: {declared[column.lower()]})"
+        for column in raw.columns
+        if column not in spec.columns and column.lower() in declared
+    )
+    if clashes:
+        raise RejectedFile(f"column names that differ from the spec's only in case: {clashes}")
+    undeclared = [column for column in raw.columns if column not in spec.columns]
+    if len(undeclared) > MAX_UNDECLARED_COLUMNS:
+        raise RejectedFile(
+            f"{len(undeclared):,} columns the spec does not declare (at most {MAX_UNDECLARED_COLUMNS} are kept "
+            f"in bronze): {undeclared}"
+        )
+    taken = {name.lower() for name in (*reserved, RESCUED)}
+    brought = sorted(column for column in raw.columns if column.lower() in taken)
+    if brought:
+        raise RejectedFile(f"column name(s) {brought} are reserved for the table's own columns")
+    return _typed(_as_text(raw), spec)
+
+
+def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every value as text (or None), so that typing is done once, the same way, for all formats."""
+    return frame.astype(object).where(frame.notna(), None).map(lambda value: None if value is None else str(value))
 
 
 def _read_raw(data: bytes, fmt: str) -> pd.DataFrame:
-    """Every value as text (or None), so that typing is done once, the same way, for all formats."""
+    """The file as a frame with string column names, refused when its names cannot be columns."""
     try:
         if fmt == "csv":
             frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
@@ -88,7 +152,11 @@ def _read_raw(data: bytes, fmt: str) -> pd.DataFrame:
     frame.columns = [str(column) for column in frame.columns]
     if frame.columns.duplicated().any():
         raise RejectedFile(f"duplicate column names {sorted(frame.columns[frame.columns.duplicated()])}")
-    return frame.astype(object).where(frame.notna(), None).map(lambda value: None if value is None else str(value))
+    folded = frame.columns.str.lower()
+    if folded.duplicated().any():
+        twins = sorted(column for column in frame.columns if (folded == column.lower()).sum() > 1)
+        raise RejectedFile(f"column names that differ only in case {twins}: Delta column names ignore case")
+    return frame
 
 
 def _typed(raw: pd.DataFrame, spec: DatasetSpec) -> ParsedFile:

@@ -92,7 +92,9 @@ def ingest_days(
         data = landing.read_bytes(file)
         records = count_records(data, FORMAT_BY_EXTENSION.get(file.extension, "csv"))
         try:
-            parsed = parse_file(data, file.extension, spec)
+            parsed = parse_file(
+                data, file.extension, spec, reserved=(SOURCE_FILE, SOURCE_ETAG, INGESTED_AT, PARTITION_COLUMN)
+            )
         except RejectedFile as reason:
             entry = {
                 "path": file.path,

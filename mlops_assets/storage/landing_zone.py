@@ -41,7 +41,9 @@ class LandingFile:
 
     @property
     def extension(self) -> str:
-        return self.name.rsplit(".", 1)[-1].lower() if "." in self.name else ""
+        """The format's extension, behind a ``.gz`` compression suffix if there is one."""
+        name = self.name.lower().removesuffix(".gz")
+        return name.rsplit(".", 1)[-1] if "." in name else ""
 
 
 class LandingZone(dg.ConfigurableResource):
