@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +201,9 @@ def test_hostile_headers_are_quarantined_and_the_good_file_of_the_day_still_land
     assert "TEMPERATURE (declared: temperature)" in reasons["case.csv"]["reason"]
     assert "['_Source_File'] are reserved" in reasons["reserved.csv"]["reason"]
     assert len(reasons["missing.csv"]["reason"]) < 600 and reasons["missing.csv"]["reason"].startswith("missing")
-    assert len(reasons["wide.csv"]["reason"]) < 600 and "100,000 columns the spec does not declare" in (
-        reasons["wide.csv"]["reason"]
+    assert (
+        len(reasons["wide.csv"]["reason"]) < 600
+        and "100,000 columns the spec does not declare" in (reasons["wide.csv"]["reason"])
     )
     rows = _bronze_rows(resources, spec)
     assert sorted(Path(path).name for path in rows[SOURCE_FILE].unique()) == ["extras.csv", "good.csv"]
@@ -231,3 +233,43 @@ def test_gzip_files_are_read_and_counted_by_what_they_hold(defs, resources, inst
     quarantined = {Path(entry["path"]).name: entry for entry in landing.quarantined(spec)}
     assert quarantined["wrong.csv.gz"]["records"] == 20
     assert "truncated gzip" in quarantined["cut.csv.gz"]["reason"]
+
+
+def _silver_rows(resources: dict[str, Any], spec: DatasetSpec, day: dt.date = DAY) -> pd.DataFrame:
+    lake = resources["lake"]
+    keys = DatasetKeys(spec)
+    return lake.read_days(lake.table_uri(*keys.table(keys.silver)), [day]).rows
+
+
+def test_the_file_written_last_wins_a_duplicate_reading(defs, resources, instance, spec) -> None:
+    """Two files of one run hold the same reading: the correction (modified later) wins, not
+    the file whose name sorts last."""
+    keys = DatasetKeys(spec)
+    root = Path(resources["landing"].root.removeprefix("file://"))
+    header = "meter_id,timestamp,kwh,temperature\n"
+    for name, kwh, modified in (("a-correction.csv", 9.0, 2_000_000_000), ("b-original.csv", 1.0, 1_900_000_000)):
+        path = f"{spec.landing.prefix}/{spec.landing.path_pattern.path_for(DAY, name)}"
+        resources["landing"].write_bytes(path, f"{header}MTR-00001,{DAY}T00:00:00Z,{kwh},3.0\n".encode())
+        os.utime(root / path, (modified, modified))
+    assert materialize_day(defs, resources, instance, [keys.bronze, keys.silver], DAY).success
+    assert len(_bronze_rows(resources, spec)) == 2
+    assert _silver_rows(resources, spec)["kwh"].tolist() == [9.0]
+
+
+def test_a_corrected_file_replaces_the_rows_of_its_earlier_version(defs, resources, instance, spec) -> None:
+    keys = DatasetKeys(spec)
+    path = f"{spec.landing.prefix}/{spec.landing.path_pattern.path_for(DAY, 'readings.csv')}"
+    header = "meter_id,timestamp,kwh,temperature\n"
+    both = "".join(f"{meter},{DAY}T{hour:02d}:00:00Z,1.0,3.0\n" for meter in ("MTR-1", "MTR-2") for hour in range(24))
+    resources["landing"].write_bytes(path, (header + both).encode())
+    assert materialize_day(defs, resources, instance, [keys.bronze, keys.silver], DAY).success
+    assert len(_silver_rows(resources, spec)) == 48
+
+    corrected = "".join(f"MTR-1,{DAY}T{hour:02d}:00:00Z,2.0,3.0\n" for hour in range(24))
+    resources["landing"].write_bytes(path, (header + corrected).encode())
+    result = materialize_day(defs, resources, instance, [keys.bronze, keys.silver], DAY)
+    silver = _silver_rows(resources, spec)
+    assert silver["meter_id"].unique().tolist() == ["MTR-1"] and silver["kwh"].tolist() == [2.0] * 24
+    assert len(_bronze_rows(resources, spec)) == 48 + 24  # bronze keeps every version
+    (materialization,) = _materializations(result, keys.silver)
+    assert materialization.metadata["rows_superseded"].value == 48

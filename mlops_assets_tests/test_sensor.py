@@ -12,6 +12,7 @@ import dagster as dg
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.landing.cursor import LandingCursor
 from mlops_assets.landing.simulate import simulate
+from mlops_assets_tests.conftest import materialize_day
 
 START = dt.date(2026, 1, 1)
 
@@ -22,8 +23,9 @@ def _tick(defs, resources, instance, cursor: str | None):
         return sensor(context), context
 
 
-def _drop(resources, spec, day: dt.date, name: str) -> str:
-    path = f"{spec.landing.prefix}/{spec.landing.path_pattern.path_for(day, name)}"
+def _drop(resources, spec, day: dt.date, name: str, subfolder: str = "") -> str:
+    folder, _, name = f"{spec.landing.prefix}/{spec.landing.path_pattern.path_for(day, name)}".rpartition("/")
+    path = f"{folder}/{subfolder}{name}"
     resources["landing"].write_bytes(path, b"meter_id,timestamp,kwh,temperature\nMTR-1,2026-01-01T00:00:00Z,1,2\n")
     return path
 
@@ -98,3 +100,35 @@ def test_a_file_for_a_day_that_has_not_started_waits_for_it(defs, resources, ins
     assert result.run_requests == []
     (waiting,) = resources["landing"].list_dataset(spec)
     assert LandingCursor.parse(result.cursor).is_new(waiting)
+
+
+def test_a_file_in_a_subfolder_is_requested_and_quarantined_with_its_reason(defs, resources, instance, spec) -> None:
+    """Not silently ignored: the sensor sees it, bronze quarantines it and says why. Files in
+    hidden or underscore folders (a writer's `_temporary/`) are still being written: left alone."""
+    day = dt.date(2026, 1, 5)
+    nested = _drop(resources, spec, day, "readings.csv", subfolder="exports/")
+    staging = _drop(resources, spec, day, "part-0.csv", subfolder="_temporary/")
+    result, _ = _tick(defs, resources, instance, cursor=None)
+    (observation,) = result.asset_events
+    assert [file["path"] for file in observation.metadata["files"].value] == [nested]
+
+    assert materialize_day(defs, resources, instance, [DatasetKeys(spec).bronze], day).success
+    (entry,) = resources["landing"].quarantined(spec)
+    assert entry["path"] == nested and "sub-folder 'exports/'" in entry["reason"] and entry["records"] == 1
+    root = Path(resources["landing"].root.removeprefix("file://"))
+    assert not (root / nested).exists() and (root / staging).exists()
+
+
+def test_a_same_size_replacement_that_keeps_its_modification_time_is_found(defs, resources, instance, spec) -> None:
+    """`cp -p` or `rsync -t` over a landed file: the same size and modification time."""
+    day = dt.date(2026, 1, 5)
+    path = _drop(resources, spec, day, "readings.csv")
+    landed = Path(resources["landing"].root.removeprefix("file://")) / path
+    first, _ = _tick(defs, resources, instance, cursor=None)
+    stat = landed.stat()
+    replacement = landed.read_bytes().replace(b",1,2\n", b",7,2\n")
+    assert len(replacement) == stat.st_size
+    landed.write_bytes(replacement)
+    os.utime(landed, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    second, _ = _tick(defs, resources, instance, cursor=first.cursor)
+    assert [request.partition_key for request in second.run_requests] == [day.isoformat()]

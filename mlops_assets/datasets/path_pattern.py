@@ -28,6 +28,9 @@ class LandingPath:
 
     event_date: dt.date
     name: str
+    subfolder: str = ""
+    """Folders between the pattern's folder and the file (``"exports/"``); the pattern puts
+    none there, so such a file is listed in order to be quarantined, never silently left."""
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,19 @@ class PathPattern:
 
     @property
     def _regex(self) -> re.Pattern[str]:
+        return self._compile(r"(?P<name>[^/]+)")
+
+    @property
+    def _nested_regex(self) -> re.Pattern[str]:
+        return self._compile(r"(?P<subfolder>(?:[^/]+/)+)(?P<name>[^/]+)")
+
+    def _compile(self, name: str) -> re.Pattern[str]:
         parts: list[str] = []
         position = 0
         for token in _TOKEN.finditer(self.pattern):
             parts.append(re.escape(self.pattern[position : token.start()]))
             key = token.group(1)
-            parts.append(DATE_TOKENS[key] if key in DATE_TOKENS else r"(?P<name>[^/]+)")
+            parts.append(DATE_TOKENS[key] if key in DATE_TOKENS else name)
             position = token.end()
         parts.append(re.escape(self.pattern[position:]))
         return re.compile("".join(parts))
@@ -60,14 +70,14 @@ class PathPattern:
         segments = relative_path.split("/")
         if any(segment in ("", ".", "..") for segment in segments):
             return None
-        found = self._regex.fullmatch(relative_path)
+        found = self._regex.fullmatch(relative_path) or self._nested_regex.fullmatch(relative_path)
         if found is None:
             return None
         try:
             day = dt.date(int(found["yyyy"]), int(found["mm"]), int(found["dd"]) if self.has_day else 1)
         except ValueError:
             return None
-        return LandingPath(event_date=day, name=found["name"])
+        return LandingPath(event_date=day, name=found["name"], subfolder=found.groupdict().get("subfolder") or "")
 
     @property
     def has_day(self) -> bool:

@@ -28,7 +28,9 @@ from mlops_assets.policies import TRANSIENT_FAILURES
 from mlops_assets.storage.landing_zone import LandingFile, LandingZone
 
 SOURCE_FILE, SOURCE_ETAG, INGESTED_AT = "_source_file", "_source_etag", "_ingested_at"
-BRONZE_CODE_VERSION = "bronze-1"
+SOURCE_MODIFIED = "_source_modified"
+BRONZE_COLUMNS = (SOURCE_FILE, SOURCE_ETAG, SOURCE_MODIFIED, INGESTED_AT, PARTITION_COLUMN)
+BRONZE_CODE_VERSION = "bronze-2"
 
 
 @dataclass(frozen=True)
@@ -92,9 +94,12 @@ def ingest_days(
         data = landing.read_bytes(file)
         records = count_records(data, FORMAT_BY_EXTENSION.get(file.extension, "csv"))
         try:
-            parsed = parse_file(
-                data, file.extension, spec, reserved=(SOURCE_FILE, SOURCE_ETAG, INGESTED_AT, PARTITION_COLUMN)
-            )
+            if file.subfolder:
+                raise RejectedFile(
+                    f"in the sub-folder {file.subfolder!r} of its partition's folder; the path pattern "
+                    f"{spec.landing.path_pattern.pattern!r} puts files directly in it"
+                )
+            parsed = parse_file(data, file.extension, spec, reserved=BRONZE_COLUMNS)
         except RejectedFile as reason:
             entry = {
                 "path": file.path,
@@ -112,6 +117,7 @@ def ingest_days(
                 **{
                     SOURCE_FILE: file.path,
                     SOURCE_ETAG: file.etag,
+                    SOURCE_MODIFIED: pd.Timestamp(file.modified).tz_convert("UTC"),
                     INGESTED_AT: ingested_at,
                     PARTITION_COLUMN: file.partition,
                 }

@@ -5,10 +5,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
+import pandas as pd
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
-from mlops_assets.lakehouse.bronze import INGESTED_AT, SOURCE_FILE
+from mlops_assets.lakehouse.bronze import INGESTED_AT, SOURCE_ETAG, SOURCE_FILE, SOURCE_MODIFIED
 from mlops_assets.lakehouse.delta import (
     PARTITION_COLUMN,
     DeltaLake,
@@ -32,8 +33,9 @@ SILVER_CODE_VERSION = "silver-1"
 class Refinement:
     """What refining some event days of bronze into silver did.
 
-    Of ``rows_in`` bronze rows, ``duplicates_removed`` were earlier readings of the same
-    entity and timestamp on the same day and ``rows_dropped`` failed a ``drop`` rule; the
+    Of ``rows_in`` bronze rows, ``superseded`` belong to a landing file's earlier version,
+    ``duplicates_removed`` were earlier readings of the same entity and timestamp on the
+    same day (the file modified last wins) and ``rows_dropped`` failed a ``drop`` rule; the
     rest were written to silver in one commit (``version``), ``rows_by_day`` of them per
     day. ``outcomes`` are the quality rules' results over all the days together.
     """
@@ -42,6 +44,7 @@ class Refinement:
     version: int
     bronze_version: int
     rows_in: int
+    superseded: int
     duplicates_removed: int
     rows_dropped: int
     rows_by_day: dict[dt.date, int]
@@ -52,6 +55,21 @@ class Refinement:
         return sum(self.rows_by_day.values())
 
 
+def latest_file_versions(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each landing file's latest version: a file sent again with other content
+    replaces the rows of its earlier versions (bronze keeps them all)."""
+    if rows.empty:
+        return rows
+    versions = (
+        rows[[SOURCE_FILE, SOURCE_ETAG, SOURCE_MODIFIED, INGESTED_AT]]
+        .drop_duplicates([SOURCE_FILE, SOURCE_ETAG])
+        .sort_values([SOURCE_MODIFIED, INGESTED_AT], kind="stable", na_position="first")
+        .drop_duplicates(SOURCE_FILE, keep="last")
+    )
+    latest = pd.MultiIndex.from_frame(versions[[SOURCE_FILE, SOURCE_ETAG]])
+    return rows[pd.MultiIndex.from_frame(rows[[SOURCE_FILE, SOURCE_ETAG]]).isin(latest)]
+
+
 def refine_days(lake: DeltaLake, spec: DatasetSpec, days: Sequence[dt.date], commit: Mapping[str, str]) -> Refinement:
     """Replace the silver rows of ``days`` with their bronze rows, typed, de-duplicated per
     day (the reading ingested last wins) and filtered by the spec's quality rules, in one
@@ -59,9 +77,10 @@ def refine_days(lake: DeltaLake, spec: DatasetSpec, days: Sequence[dt.date], com
     keys = DatasetKeys(spec)
     days = sorted(set(days))
     key_columns = [PARTITION_COLUMN, spec.entity_column, spec.timestamp_column]
-    columns = [*spec.columns, SOURCE_FILE, INGESTED_AT, PARTITION_COLUMN]
+    columns = [*spec.columns, SOURCE_FILE, SOURCE_ETAG, SOURCE_MODIFIED, INGESTED_AT, PARTITION_COLUMN]
     bronze = lake.read_days(lake.table_uri(*keys.table(keys.bronze)), days, columns=columns).require(keys.bronze)
-    rows = bronze.rows.sort_values(INGESTED_AT, kind="stable")
+    current = latest_file_versions(bronze.rows)
+    rows = current.sort_values([SOURCE_MODIFIED, INGESTED_AT, SOURCE_FILE], kind="stable", na_position="first")
     unique = rows.drop_duplicates(subset=key_columns, keep="last")
     ordered = unique.sort_values(key_columns).reset_index(drop=True)
     kept, outcomes = apply_rules(ordered, spec.quality)
@@ -71,7 +90,8 @@ def refine_days(lake: DeltaLake, spec: DatasetSpec, days: Sequence[dt.date], com
         uri=uri,
         version=version,
         bronze_version=bronze.version,
-        rows_in=len(rows),
+        rows_in=len(bronze.rows),
+        superseded=len(bronze.rows) - len(rows),
         duplicates_removed=len(rows) - len(unique),
         rows_dropped=len(unique) - len(kept),
         rows_by_day=rows_by_day(kept, days),
@@ -109,6 +129,7 @@ def build_silver_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
                 **written_table_metadata(refined.uri, refined.version, refined.rows, refined.rows_by_day),
                 "bronze_version": dg.MetadataValue.int(refined.bronze_version),
                 "rows_in": dg.MetadataValue.int(refined.rows_in),
+                "rows_superseded": dg.MetadataValue.int(refined.superseded),
                 "duplicates_removed": dg.MetadataValue.int(refined.duplicates_removed),
                 "rows_dropped": dg.MetadataValue.int(refined.rows_dropped),
             },

@@ -38,6 +38,7 @@ class LandingFile:
     event_date: dt.date
     name: str
     partition: dt.date
+    subfolder: str = ""
 
     @property
     def extension(self) -> str:
@@ -106,7 +107,7 @@ class LandingZone(dg.ConfigurableResource):
         if not path.startswith(dataset_prefix):
             return None
         matched = spec.landing.path_pattern.match(path[len(dataset_prefix) :])
-        if matched is None or _is_hidden(matched.name):
+        if matched is None or _is_hidden(matched.subfolder + matched.name):
             return None
         return path
 
@@ -149,9 +150,7 @@ class LandingZone(dg.ConfigurableResource):
                     _landing_file(spec, blob.name[strip:], _blob_info(blob))
                     for blob in client.list_blobs(name_starts_with=blob_prefix)
                 ]
-            return sorted(
-                (file for file in listed if file is not None and not _is_hidden(file.name)), key=lambda f: f.path
-            )
+            return sorted((file for file in listed if file is not None), key=lambda f: f.path)
         root = self._root()
         folder_part, _, _ = prefix.rpartition("/")
         folder = root / folder_part if folder_part else root
@@ -166,7 +165,7 @@ class LandingZone(dg.ConfigurableResource):
             if not relative.startswith(prefix):
                 continue
             file = _landing_file(spec, relative, info)
-            if file is not None and not _is_hidden(file.name):
+            if file is not None:
                 files.append(file)
         return sorted(files, key=lambda file: file.path)
 
@@ -253,15 +252,16 @@ def _blob_info(blob: BlobProperties) -> dict[str, Any]:
 
 
 def _is_hidden(name: str) -> bool:
-    """Hidden and underscore names are files still being written, or markers."""
-    return name.startswith((".", "_"))
+    """Hidden and underscore names are files still being written, or markers, and so is
+    everything in a hidden or underscore folder (``_temporary/`` of a Spark writer)."""
+    return any(segment.startswith((".", "_")) for segment in name.split("/"))
 
 
 def _landing_file(spec: DatasetSpec, path: str, info: dict[str, Any]) -> LandingFile | None:
     """The landing file at ``path`` (relative to the root) from its storage listing entry, or
-    None if it is not a file whose path the dataset's pattern accepts."""
+    None if it is not a file whose path the dataset's pattern accepts, or a hidden one."""
     matched = spec.landing.path_pattern.match(path[len(spec.landing.prefix) + 1 :])
-    if matched is None or info.get("type") != "file":
+    if matched is None or info.get("type") != "file" or _is_hidden(matched.subfolder + matched.name):
         return None
     return LandingFile(
         path=path,
@@ -271,6 +271,7 @@ def _landing_file(spec: DatasetSpec, path: str, info: dict[str, Any]) -> Landing
         event_date=matched.event_date,
         name=matched.name,
         partition=spec.grain.floor(matched.event_date),
+        subfolder=matched.subfolder,
     )
 
 
@@ -281,8 +282,11 @@ def _safe_segment(text: str) -> str:
 def _etag(info: dict[str, Any]) -> str:
     if info.get("etag"):
         return str(info["etag"]).strip('"')
-    # Local files have no etag: modification time and size change on every rewrite.
-    return f"{int(float(info['mtime']) * 1e9):x}-{int(info['size']):x}"
+    # Local files have no etag. Modification time and size can be kept by a rewrite
+    # (`cp -p`, `rsync -t`); the inode change time cannot be set by any tool and moves on
+    # every write, rename and replacement.
+    changed = info.get("created", info["mtime"])
+    return f"{int(float(info['mtime']) * 1e9):x}-{int(info['size']):x}-{int(float(changed) * 1e9):x}"
 
 
 def _modified(info: dict[str, Any]) -> dt.datetime:
