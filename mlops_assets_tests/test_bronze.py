@@ -16,7 +16,7 @@ import pytest
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
-from mlops_assets.lakehouse.bronze import SOURCE_ETAG, SOURCE_FILE
+from mlops_assets.lakehouse.bronze import SOURCE_ETAG, SOURCE_FILE, ingest_days
 from mlops_assets.landing.simulate import simulate
 from mlops_assets_tests.conftest import materialize_day
 
@@ -273,3 +273,21 @@ def test_a_corrected_file_replaces_the_rows_of_its_earlier_version(defs, resourc
     assert len(_bronze_rows(resources, spec)) == 48 + 24  # bronze keeps every version
     (materialization,) = _materializations(result, keys.silver)
     assert materialization.metadata["rows_superseded"].value == 48
+
+
+def test_rows_committed_by_a_run_that_died_before_dagster_recorded_them_are_recorded(
+    defs, resources, instance, spec
+) -> None:
+    """A run killed between bronze's Delta commit and Dagster's record of it: the commit is
+    made here by the same function the asset calls, with no Dagster run around it."""
+    keys = DatasetKeys(spec)
+    report = simulate(resources["landing"], spec, DAY, days=1, meters=4, meters_per_file=2, dirty_share=0.0)
+    ingest_days(resources["lake"], resources["landing"], spec, [DAY], "killed-run", {})
+    assert len(_bronze_rows(resources, spec)) == report.records
+
+    result = materialize_day(defs, resources, instance, [keys.bronze], DAY)
+    (materialization,) = _materializations(result, keys.bronze)
+    assert materialization.metadata["dagster/row_count"].value == report.records
+    assert materialization.metadata["recovered_days"].value == [DAY.isoformat()]
+    again = materialize_day(defs, resources, instance, [keys.bronze], DAY)
+    assert _materializations(again, keys.bronze) == []

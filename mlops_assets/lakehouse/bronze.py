@@ -57,6 +57,7 @@ class Ingestion:
     uri: str
     days: list[dt.date]
     rows_by_day: dict[dt.date, int]
+    read_version: int | None = None
     version: int | None = None
     inserted: int = 0
     ingested: list[IngestedFile] = field(default_factory=list)
@@ -81,9 +82,9 @@ def ingest_days(
     keys = DatasetKeys(spec)
     days = sorted(set(days))
     uri = lake.table_uri(*keys.table(keys.bronze))
-    already = lake.read_days(uri, days, columns=[SOURCE_FILE, SOURCE_ETAG, PARTITION_COLUMN]).rows
-    ingestion = Ingestion(uri=uri, days=days, rows_by_day=rows_by_day(already, days))
-    seen = set(already[[SOURCE_FILE, SOURCE_ETAG]].drop_duplicates().itertuples(index=False, name=None))
+    already = lake.read_days(uri, days, columns=[SOURCE_FILE, SOURCE_ETAG, PARTITION_COLUMN])
+    ingestion = Ingestion(uri=uri, days=days, rows_by_day=rows_by_day(already.rows, days), read_version=already.version)
+    seen = set(already.rows[[SOURCE_FILE, SOURCE_ETAG]].drop_duplicates().itertuples(index=False, name=None))
     files = [file for day in days for file in landing.list_partition(spec, day) if (file.path, file.etag) not in seen]
     if not files:
         return ingestion
@@ -175,7 +176,30 @@ def build_bronze_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         days = partition_starts(context)
         ingestion = ingest_days(lake, landing, spec, days, context.run.run_id, commit_metadata(context))
         if ingestion.new_files == 0:
-            context.log.info(f"No new {spec.name} files for {day_span(days)}: every landing file was already ingested.")
+            unrecorded = _unrecorded_days(context.instance, keys.bronze, ingestion.rows_by_day)
+            if not unrecorded:
+                context.log.info(
+                    f"No new {spec.name} files for {day_span(days)}: every landing file was already ingested."
+                )
+                return
+            # A run stopped between its Delta commit and Dagster's record of it: record it now,
+            # so that what reads bronze learns of the rows.
+            context.log.warning(
+                f"bronze holds rows for {[day.isoformat() for day in unrecorded]} that Dagster never recorded "
+                "(a run stopped after its commit); recording them now."
+            )
+            yield dg.MaterializeResult(
+                metadata={
+                    **written_table_metadata(
+                        ingestion.uri,
+                        ingestion.read_version,
+                        sum(ingestion.rows_by_day.values()),
+                        ingestion.rows_by_day,
+                    ),
+                    "rows_added": dg.MetadataValue.int(0),
+                    "recovered_days": dg.MetadataValue.json([day.isoformat() for day in unrecorded]),
+                }
+            )
             return
         for entry in ingestion.quarantined:
             context.log.warning(f"Quarantined {entry['path']}: {entry['reason']}")
@@ -227,6 +251,24 @@ def build_bronze_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         )
 
     return bronze
+
+
+def _unrecorded_days(instance: dg.DagsterInstance, key: dg.AssetKey, rows: Mapping[dt.date, int]) -> list[dt.date]:
+    """The days whose rows in bronze differ from what Dagster's latest materialization of
+    their partition recorded (none recorded counts as no rows)."""
+    unrecorded = []
+    for day, count in rows.items():
+        latest = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day.isoformat()]), limit=1
+        ).records
+        recorded = 0
+        if latest:
+            metadata = latest[0].asset_materialization.metadata
+            by_day = metadata.get("rows_by_day")
+            recorded = by_day.value.get(day.isoformat(), 0) if by_day else metadata["dagster/row_count"].value
+        if count != recorded:
+            unrecorded.append(day)
+    return unrecorded
 
 
 def _quarantine_metadata(quarantined: list[dict]) -> dict[str, dg.MetadataValue]:
