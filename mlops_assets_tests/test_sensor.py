@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from mlops_assets.datasets.keys import DatasetKeys
+from mlops_assets.landing import sensors
 from mlops_assets.landing.cursor import LandingCursor
 from mlops_assets.landing.simulate import simulate
 from mlops_assets_tests.conftest import materialize_day
@@ -44,7 +45,7 @@ def test_sensor_requests_exactly_the_new_days_and_advances_its_cursor(defs, reso
     assert all(event.asset_key == keys.landing for event in first.asset_events)
 
     quiet, _ = _tick(defs, resources, instance, cursor=first.cursor)
-    assert isinstance(quiet, dg.SkipReason)
+    assert quiet.run_requests == [] and quiet.skip_reason
 
     late = _drop(resources, spec, dt.date(2026, 1, 2), "late.csv")
     fresh = _drop(resources, spec, dt.date(2026, 1, 5), "fresh.csv")
@@ -55,7 +56,7 @@ def test_sensor_requests_exactly_the_new_days_and_advances_its_cursor(defs, reso
     assert third.cursor != first.cursor
 
     after, _ = _tick(defs, resources, instance, cursor=third.cursor)
-    assert isinstance(after, dg.SkipReason)
+    assert after.run_requests == [] and after.skip_reason
 
 
 def test_run_keys_are_deterministic_for_a_reevaluated_tick(defs, resources, instance, spec) -> None:
@@ -77,7 +78,7 @@ def test_hidden_files_still_being_written_are_not_picked_up(defs, resources, ins
     _drop(resources, spec, START, ".readings.csv.3f2a.partial")
     _drop(resources, spec, START, "_SUCCESS")
     result, _ = _tick(defs, resources, instance, cursor=None)
-    assert isinstance(result, dg.SkipReason)
+    assert result.run_requests == [] and result.skip_reason
 
 
 def test_a_file_with_an_old_modification_time_is_still_found(defs, resources, instance, spec) -> None:
@@ -99,7 +100,7 @@ def test_a_file_for_a_day_that_has_not_started_waits_for_it(defs, resources, ins
     result, _ = _tick(defs, resources, instance, cursor=None)
     assert result.run_requests == []
     (waiting,) = resources["landing"].list_dataset(spec)
-    assert LandingCursor.parse(result.cursor).is_new(waiting)
+    assert LandingCursor.parse(result.cursor).new_files([waiting]) == [waiting]
 
 
 def test_a_file_in_a_subfolder_is_requested_and_quarantined_with_its_reason(defs, resources, instance, spec) -> None:
@@ -132,3 +133,27 @@ def test_a_same_size_replacement_that_keeps_its_modification_time_is_found(defs,
     os.utime(landed, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     second, _ = _tick(defs, resources, instance, cursor=first.cursor)
     assert [request.partition_key for request in second.run_requests] == [day.isoformat()]
+
+
+def test_idle_partitions_shrink_to_one_digest_and_a_late_file_reopens_one(
+    defs, resources, instance, spec, monkeypatch
+) -> None:
+    """The cursor grows by partition, not by file: once a partition has been idle it keeps one
+    digest of its folder, and a file landing there later is still found."""
+    simulate(resources["landing"], spec, START, days=20, meters=20, meters_per_file=2, dirty_share=0.0)
+    first, _ = _tick(defs, resources, instance, cursor=None)
+    assert len(first.run_requests) == 20
+    monkeypatch.setattr(sensors, "IDLE_SECONDS", 0)
+    idle, _ = _tick(defs, resources, instance, cursor=first.cursor)
+    assert idle.run_requests == []
+    files = sum(len(digests) for digests in LandingCursor.parse(first.cursor).seen.values())
+    assert files >= 200 and len(idle.cursor) < len(first.cursor) / 5
+    assert len(LandingCursor.parse(idle.cursor).sealed) == 20
+
+    late = _drop(resources, spec, dt.date(2026, 1, 7), "late.csv")
+    reopened, _ = _tick(defs, resources, instance, cursor=idle.cursor)
+    assert [request.partition_key for request in reopened.run_requests] == ["2026-01-07"]
+    (observation,) = reopened.asset_events
+    assert late in [file["path"] for file in observation.metadata["files"].value]
+    quiet, _ = _tick(defs, resources, instance, cursor=reopened.cursor)
+    assert quiet.run_requests == []

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import hashlib
+import time
 from collections import defaultdict
 
 import dagster as dg
@@ -11,6 +12,8 @@ from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.landing.cursor import LandingCursor, version_digest
 from mlops_assets.partitions import partitions_def
 from mlops_assets.storage.landing_zone import LandingFile, LandingZone
+
+IDLE_SECONDS = 3600
 
 
 def run_key(spec: DatasetSpec, day: dt.date, files: list[LandingFile]) -> str:
@@ -40,6 +43,14 @@ def landing_observation(spec: DatasetSpec, day: dt.date, files: list[LandingFile
     )
 
 
+def _sealed(cursor: LandingCursor, candidates: list[dt.date] | None, listed: list[LandingFile]) -> LandingCursor:
+    """When the sensor lists every partition (``candidates`` is None), the cursor with the
+    partitions that had no new file for ``IDLE_SECONDS`` sealed into a digest each."""
+    if candidates is not None:
+        return cursor
+    return cursor.seal_idle(time.time() - IDLE_SECONDS, listed)
+
+
 def build_landing_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
     keys = DatasetKeys(spec)
     partitions = partitions_def(spec)
@@ -54,11 +65,17 @@ def build_landing_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
     def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult | dg.SkipReason:
         cursor = LandingCursor.parse(context.cursor)
         today = dt.datetime.now(dt.UTC).date()
-        new_files = [file for file in landing.list_recent(spec, today) if cursor.is_new(file)]
-        # Partitions that left the polling window are never listed again: forget them.
-        cursor = cursor.keep_only(landing.candidate_partitions(spec, today))
+        listed = landing.list_recent(spec, today)
+        new_files = cursor.new_files(listed)
+        candidates = landing.candidate_partitions(spec, today)
+        # Partitions that left the polling window are never listed again: forget them. When
+        # every partition is listed, the older ones are sealed into one digest each.
+        cursor = cursor.keep_only(candidates)
         if not new_files:
-            return dg.SkipReason(f"No new files under {spec.landing.prefix}/.")
+            return dg.SensorResult(
+                skip_reason=f"No new files under {spec.landing.prefix}/.",
+                cursor=_sealed(cursor, candidates, listed).serialize(),
+            )
         by_day: dict[dt.date, list[LandingFile]] = defaultdict(list)
         too_early: list[LandingFile] = []
         for file in new_files:
@@ -70,7 +87,8 @@ def build_landing_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
             else:
                 # A partition that has not started yet in UTC: left unseen, requested once it starts.
                 context.log.info(f"{file.path}: event day {file.event_date} has not started yet; waiting.")
-        cursor = cursor.advance([*too_early, *(file for files in by_day.values() for file in files)])
+        cursor = cursor.advance([*too_early, *(file for files in by_day.values() for file in files)], time.time())
+        cursor = _sealed(cursor, candidates, listed)
         if not by_day:
             return dg.SensorResult(
                 skip_reason=f"No new files for open days under {spec.landing.prefix}/.", cursor=cursor.serialize()
