@@ -82,7 +82,8 @@ def refine_days(lake: DeltaLake, spec: DatasetSpec, days: Sequence[dt.date], com
     current = latest_file_versions(bronze.rows)
     rows = current.sort_values([SOURCE_MODIFIED, INGESTED_AT, SOURCE_FILE], kind="stable", na_position="first")
     unique = rows.drop_duplicates(subset=key_columns, keep="last")
-    ordered = unique.sort_values(key_columns).reset_index(drop=True)
+    # Silver keeps the file each row came from; which version it was is bronze's to tell.
+    ordered = unique.drop(columns=[SOURCE_ETAG, SOURCE_MODIFIED]).sort_values(key_columns).reset_index(drop=True)
     kept, outcomes = apply_rules(ordered, spec.quality)
     uri = lake.table_uri(*keys.table(keys.silver))
     version = lake.replace_days(uri, days, kept, {**commit, "bronze_version": str(bronze.version)})
