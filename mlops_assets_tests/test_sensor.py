@@ -157,3 +157,24 @@ def test_idle_partitions_shrink_to_one_digest_and_a_late_file_reopens_one(
     assert late in [file["path"] for file in observation.metadata["files"].value]
     quiet, _ = _tick(defs, resources, instance, cursor=reopened.cursor)
     assert quiet.run_requests == []
+
+
+def test_new_files_of_a_partition_whose_bronze_run_is_still_queued_go_to_that_run(
+    defs, resources, instance, spec
+) -> None:
+    """A queued run lists its partition when it starts, after these files landed: a second
+    run would start only to find them ingested."""
+    day = dt.date(2026, 1, 5)
+    _drop(resources, spec, day, "first.csv")
+    first, _ = _tick(defs, resources, instance, cursor=None)
+    (request,) = first.run_requests
+    queued = {"dagster/sensor_name": "smart_meter_landing_sensor", "dagster/partition": request.partition_key}
+    instance.add_run(dg.DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.NOT_STARTED, tags=queued))
+    second_file = _drop(resources, spec, day, "second.csv")
+    other_day = _drop(resources, spec, dt.date(2026, 1, 6), "other.csv")
+    second, _ = _tick(defs, resources, instance, cursor=first.cursor)
+    assert [request.partition_key for request in second.run_requests] == ["2026-01-06"]
+    observed = {
+        event.partition: [file["path"] for file in event.metadata["files"].value] for event in second.asset_events
+    }
+    assert observed == {"2026-01-05": [second_file], "2026-01-06": [other_day]}

@@ -43,6 +43,17 @@ def landing_observation(spec: DatasetSpec, day: dt.date, files: list[LandingFile
     )
 
 
+def _queued_partitions(instance: dg.DagsterInstance, sensor_name: str) -> set[str]:
+    """The partitions of this sensor's runs that have not started yet."""
+    records = instance.get_run_records(
+        dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED],
+            tags={"dagster/sensor_name": sensor_name},
+        )
+    )
+    return {record.dagster_run.tags.get("dagster/partition", "") for record in records}
+
+
 def _sealed(cursor: LandingCursor, candidates: list[dt.date] | None, listed: list[LandingFile]) -> LandingCursor:
     """When the sensor lists every partition (``candidates`` is None), the cursor with the
     partitions that had no new file for ``IDLE_SECONDS`` sealed into a digest each."""
@@ -55,8 +66,10 @@ def build_landing_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
     keys = DatasetKeys(spec)
     partitions = partitions_def(spec)
 
+    sensor_name = f"{spec.name}_landing_sensor"
+
     @dg.sensor(
-        name=f"{spec.name}_landing_sensor",
+        name=sensor_name,
         target=dg.AssetSelection.assets(keys.bronze),
         minimum_interval_seconds=5,
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -88,6 +101,11 @@ def build_landing_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
                 # A partition that has not started yet in UTC: left unseen, requested once it starts.
                 context.log.info(f"{file.path}: event day {file.event_date} has not started yet; waiting.")
         cursor = cursor.advance([*too_early, *(file for files in by_day.values() for file in files)], time.time())
+        # A bronze run of this sensor still waiting in the queue lists its partition when it
+        # starts, after these files landed: it takes them, and a second run would find nothing.
+        waiting = _queued_partitions(context.instance, sensor_name)
+        for day in sorted(day for day in by_day if day.isoformat() in waiting):
+            context.log.info(f"{len(by_day[day])} new file(s) of {day} go to the bronze run already queued for it.")
         cursor = _sealed(cursor, candidates, listed)
         if not by_day:
             return dg.SensorResult(
@@ -101,8 +119,14 @@ def build_landing_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
                 tags={"mlops/dataset": spec.name, "mlops/new_files": str(len(files))},
             )
             for day, files in sorted(by_day.items())
+            if day.isoformat() not in waiting
         ]
         observations = [landing_observation(spec, day, files) for day, files in sorted(by_day.items())]
-        return dg.SensorResult(run_requests=run_requests, cursor=cursor.serialize(), asset_events=observations)
+        return dg.SensorResult(
+            run_requests=run_requests,
+            cursor=cursor.serialize(),
+            asset_events=observations,
+            skip_reason=None if run_requests else "New files go to the bronze runs already queued for them.",
+        )
 
     return landing_sensor
