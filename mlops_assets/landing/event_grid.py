@@ -68,7 +68,10 @@ def parse_blob_created(content: str) -> BlobCreated:
 
     Accepts the Base64 form Azure writes and plain JSON.
     """
-    event = _decode(content)
+    try:
+        event = _decode(content)
+    except RecursionError as error:
+        raise NotABlobCreatedEvent("JSON nested too deeply to be an event") from error
     if not isinstance(event, dict):
         raise NotABlobCreatedEvent(f"an event is a JSON object, not {type(event).__name__}")
     if event.get("eventType") != BLOB_CREATED:
@@ -122,11 +125,7 @@ def _decode(content: str) -> Any:
         return json.loads(content)
     except json.JSONDecodeError:
         pass
-    except RecursionError as error:
-        raise NotABlobCreatedEvent("JSON nested too deeply to be an event") from error
     try:
         return json.loads(base64.b64decode(content, validate=True))
-    except RecursionError as error:
-        raise NotABlobCreatedEvent("JSON nested too deeply to be an event") from error
     except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise NotABlobCreatedEvent(f"neither JSON nor Base64-encoded JSON: {str(error)[:120]}") from error

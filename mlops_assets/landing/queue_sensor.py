@@ -25,7 +25,7 @@ from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.landing.event_grid import NotABlobCreatedEvent, parse_blob_created
 from mlops_assets.landing.sensors import file_run_key, landing_observation
 from mlops_assets.partitions import partitions_def
-from mlops_assets.storage.event_queue import EventQueue
+from mlops_assets.storage.event_queue import EventQueue, ReceivedMessage
 from mlops_assets.storage.landing_zone import LandingFile, LandingZone
 
 MAX_MESSAGES_PER_TICK = 256
@@ -70,24 +70,24 @@ def build_event_sensor(specs: Sequence[DatasetSpec]) -> dg.SensorDefinition:
         current: dict[tuple[str, str], LandingFile | None] = {}
         handled: list[tuple[str, str]] = []
         acknowledged: list[tuple[str, str]] = []
+
+        def poison(message: ReceivedMessage, reason: str) -> None:
+            context.log.warning(f"Message {message.id} moved to {event_queue.poison_queue}: {reason}")
+            event_queue.poison(message, reason)
+
         for message in messages:
             if message.dequeue_count > event_queue.max_deliveries:
-                reason = f"received {message.dequeue_count} times without being handled"
-                context.log.warning(f"Message {message.id} moved to {event_queue.poison_queue}: {reason}")
-                event_queue.poison(message, reason)
+                poison(message, f"received {message.dequeue_count} times without being handled")
                 continue
             try:
                 event = parse_blob_created(message.content)
             except NotABlobCreatedEvent as reason:
-                context.log.warning(f"Message {message.id} moved to {event_queue.poison_queue}: {reason}")
-                event_queue.poison(message, str(reason))
+                poison(message, str(reason))
                 continue
             routed = [(spec, landing.locate(spec, event.container, event.blob)) for spec in specs]
             matches = [(spec, path) for spec, path in routed if path is not None]
             if not matches:
-                reason = f"{event.container}/{event.blob} is not a landing file of any dataset"
-                context.log.warning(f"Message {message.id} moved to {event_queue.poison_queue}: {reason}")
-                event_queue.poison(message, reason)
+                poison(message, f"{event.container}/{event.blob} is not a landing file of any dataset")
                 continue
             spec, path = matches[0]
             if (spec.name, path) not in current:
