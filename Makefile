@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 AZURITE := node_modules/.bin/azurite
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: install demo test dev mlflow-ui validate clean
+.PHONY: install demo test test-slow dev mlflow-ui validate clean
 
 install: $(STAMP) $(AZURITE)
 
@@ -28,6 +28,10 @@ demo: $(STAMP)
 ## Run the test suite.
 test: $(STAMP) $(AZURITE)
 	$(BIN)/python -m pytest
+
+## The slow tests: message storms and fault injection on Azurite (minutes each).
+test-slow: $(STAMP) $(AZURITE)
+	$(BIN)/python -m pytest -m slow
 
 ## The Dagster UI and daemon (sensors, automation) on http://127.0.0.1:3000.
 ## PROFILE=azurite also starts Azurite and an MLflow server, with Event Grid-style arrivals.
