@@ -18,6 +18,7 @@ from mlops_assets.landing.assets import build_landing_asset
 from mlops_assets.landing.queue_sensor import build_event_sensor
 from mlops_assets.landing.sensors import build_landing_sensor
 from mlops_assets.ml.checkpoint import build_checkpoint_asset
+from mlops_assets.ml.failed_runs import build_failed_run_sensor
 from mlops_assets.ml.forecaster import build_forecaster_asset
 from mlops_assets.ml.release import build_gate_check, build_release_asset
 from mlops_assets.ml.retraining import (
@@ -126,7 +127,11 @@ def build_definitions(
             "predictions and drift."
         ),
     )
-    sensors = [automation, *([build_event_sensor(specs)] if arrivals == "queue" else [])]
+    sensors = [
+        automation,
+        build_failed_run_sensor(),
+        *([build_event_sensor(specs)] if arrivals == "queue" else []),
+    ]
     return dg.Definitions.merge(
         *(dataset_definitions(spec, arrivals, nightly) for spec in specs),
         # A partition's steps depend on each other and each is CPU-bound: in one process they

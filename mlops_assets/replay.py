@@ -40,6 +40,13 @@ run_coordinator:
   class: PartitionOrderRunCoordinator
   config:
     max_concurrent_runs: 2
+run_launcher:
+  module: mlops_assets.run_launcher
+  class: LocalRunLauncher
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 15
+  max_resume_run_attempts: 0
 sensors:
   use_threads: true
   num_workers: 4

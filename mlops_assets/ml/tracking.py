@@ -82,6 +82,21 @@ class MlflowTracking(dg.ConfigurableResource):
             return None
         return f"{self.ui_url.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
 
+    def end_runs_of(self, dagster_run_id: str, status: str = "FAILED") -> list[str]:
+        """End, as ``status``, the MLflow runs that Dagster run ``dagster_run_id`` opened and left
+        running (its worker was killed before it could end them); their ids."""
+        self.prepare()
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+        if not experiments:
+            return []
+        left_running = client.search_runs(
+            experiments, filter_string=f"tags.`dagster.run_id` = '{dagster_run_id}' and attributes.status = 'RUNNING'"
+        )
+        for run in left_running:
+            client.set_terminated(run.info.run_id, status=status)
+        return [run.info.run_id for run in left_running]
+
     def registry(self) -> Registry:
         """The model registry of this tracking server."""
         self.prepare()
