@@ -43,15 +43,27 @@ def landing_observation(spec: DatasetSpec, day: dt.date, files: list[LandingFile
     )
 
 
-def _queued_partitions(instance: dg.DagsterInstance, sensor_name: str) -> set[str]:
-    """The partitions of this sensor's runs that have not started yet."""
+def _waiting_partitions(instance: dg.DagsterInstance, sensor_name: str) -> set[str]:
+    """The partitions of this sensor's runs that have not begun their bronze step: queued,
+    starting, or started with the worker still loading. Each lists its partition's landing
+    files when its step begins, so it takes files that land before then."""
     records = instance.get_run_records(
         dg.RunsFilter(
-            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED],
+            statuses=[
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+            ],
             tags={"dagster/sensor_name": sensor_name},
         )
     )
-    return {record.dagster_run.tags.get("dagster/partition", "") for record in records}
+    return {
+        record.dagster_run.tags.get("dagster/partition", "")
+        for record in records
+        if record.dagster_run.status != dg.DagsterRunStatus.STARTED
+        or not instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_START)
+    }
 
 
 def _sealed(cursor: LandingCursor, candidates: list[dt.date] | None, listed: list[LandingFile]) -> LandingCursor:
@@ -101,11 +113,12 @@ def build_landing_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
                 # A partition that has not started yet in UTC: left unseen, requested once it starts.
                 context.log.info(f"{file.path}: event day {file.event_date} has not started yet; waiting.")
         cursor = cursor.advance([*too_early, *(file for files in by_day.values() for file in files)], time.time())
-        # A bronze run of this sensor still waiting in the queue lists its partition when it
-        # starts, after these files landed: it takes them, and a second run would find nothing.
-        waiting = _queued_partitions(context.instance, sensor_name)
+        # A bronze run of this sensor that has not begun its step lists its partition after these
+        # files landed: it takes them, and a second run would find nothing. Asked after listing,
+        # so a step that begins in between lists after the files landed too.
+        waiting = _waiting_partitions(context.instance, sensor_name)
         for day in sorted(day for day in by_day if day.isoformat() in waiting):
-            context.log.info(f"{len(by_day[day])} new file(s) of {day} go to the bronze run already queued for it.")
+            context.log.info(f"{len(by_day[day])} new file(s) of {day} go to the bronze run waiting to start for it.")
         cursor = _sealed(cursor, candidates, listed)
         if not by_day:
             return dg.SensorResult(
@@ -126,7 +139,7 @@ def build_landing_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
             run_requests=run_requests,
             cursor=cursor.serialize(),
             asset_events=observations,
-            skip_reason=None if run_requests else "New files go to the bronze runs already queued for them.",
+            skip_reason=None if run_requests else "New files go to the bronze runs waiting to start for them.",
         )
 
     return landing_sensor
