@@ -396,16 +396,36 @@ def supervise(command: list[str], env: dict[str, str]) -> int:
             signal.signal(number, handler)
 
 
+LOOPBACK = "127.0.0.1"
+
+
+def dev_command_line(port: int, host: str = LOOPBACK) -> list[str]:
+    """The ``dagster dev`` command ``mlops dev`` runs: the UI on ``host``:``port``."""
+    return [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "--host", host, "-p", str(port)]
+
+
 @main.command("dev")
 @click.option("--profile", type=click.Choice(["local", "azurite"]), default="local", show_default=True)
 @click.option(
     "--arrivals", type=click.Choice(["poll", "queue"]), help="How arrivals are noticed (azurite default: queue)."
 )
 @click.option("--port", type=int, default=3000, show_default=True, help="Port of the Dagster UI.")
-def dev_command(profile: str, arrivals: str | None, port: int) -> None:
+@click.option(
+    "--host",
+    default=LOOPBACK,
+    show_default=True,
+    help=(
+        "Address the Dagster UI listens on. The default answers this machine only; the UI has no "
+        "login and can launch runs, so open it to others (--host 0.0.0.0) only on a network you trust."
+    ),
+)
+def dev_command(profile: str, arrivals: str | None, port: int, host: str) -> None:
     """Run the Dagster UI and daemon; with --profile azurite, start Azurite and an MLflow
-    server first (state under MLOPS_HOME) and stop them afterwards."""
-    command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)]
+    server first (state under MLOPS_HOME) and stop them afterwards.
+
+    Everything listens on 127.0.0.1 unless --host says otherwise for the UI; Azurite and the
+    MLflow server always stay on loopback."""
+    command = dev_command_line(port, host)
     if profile == "local":
         supervise(command, env={**os.environ, "MLOPS_PROFILE": "local"})
         return

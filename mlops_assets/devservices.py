@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from azure.core.exceptions import ResourceExistsError
@@ -36,23 +36,25 @@ STARTUP_SECONDS = 60
 
 @dataclass(frozen=True)
 class AzuriteEndpoints:
-    """Where a running Azurite answers."""
+    """Where a running Azurite answers, and the account and key it serves."""
 
     blob_port: int
     queue_port: int
+    account: str = AZURITE_ACCOUNT
+    key: str = field(default=AZURITE_KEY, repr=False)
 
     @property
     def blob_url(self) -> str:
-        return f"http://127.0.0.1:{self.blob_port}/{AZURITE_ACCOUNT}"
+        return f"http://127.0.0.1:{self.blob_port}/{self.account}"
 
     @property
     def queue_url(self) -> str:
-        return f"http://127.0.0.1:{self.queue_port}/{AZURITE_ACCOUNT}"
+        return f"http://127.0.0.1:{self.queue_port}/{self.account}"
 
     @property
     def connection_string(self) -> str:
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"DefaultEndpointsProtocol=http;AccountName={self.account};AccountKey={self.key};"
             f"BlobEndpoint={self.blob_url};QueueEndpoint={self.queue_url};"
         )
 
@@ -61,7 +63,7 @@ class AzuriteEndpoints:
         return {
             "AZURE_STORAGE_ACCOUNT_URL": self.blob_url,
             "AZURE_STORAGE_QUEUE_URL": self.queue_url,
-            "AZURE_STORAGE_KEY": AZURITE_KEY,
+            "AZURE_STORAGE_KEY": self.key,
             "AZURE_STORAGE_CONNECTION_STRING": self.connection_string,
         }
 
@@ -85,13 +87,23 @@ def azurite_command() -> Path:
 
 @contextmanager
 def run_azurite(
-    data_dir: Path, debug_log: Path | None = None, ports: tuple[int, int] | None = None
+    data_dir: Path,
+    debug_log: Path | None = None,
+    ports: tuple[int, int] | None = None,
+    account: tuple[str, str] | None = None,
 ) -> Iterator[AzuriteEndpoints]:
     """Azurite with its data in ``data_dir``, on the given (blob, queue) ports or free ones,
-    provisioned with the project's containers and queues."""
+    provisioned with the project's containers and queues. It listens on loopback only.
+
+    ``account`` is an (account name, base64 key) pair to serve instead of Azurite's
+    well-known development account (through Azurite's ``AZURITE_ACCOUNTS`` variable)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     blob_port, queue_port = ports or (free_port(), free_port())
     endpoints = AzuriteEndpoints(blob_port=blob_port, queue_port=queue_port)
+    environment = None
+    if account is not None:
+        endpoints = AzuriteEndpoints(blob_port=blob_port, queue_port=queue_port, account=account[0], key=account[1])
+        environment = {**os.environ, "AZURITE_ACCOUNTS": f"{account[0]}:{account[1]}"}
     command = [
         str(azurite_command()),
         "--silent",
@@ -99,6 +111,12 @@ def run_azurite(
         "--skipApiVersionCheck",
         "--location",
         str(data_dir),
+        "--blobHost",
+        "127.0.0.1",
+        "--queueHost",
+        "127.0.0.1",
+        "--tableHost",
+        "127.0.0.1",
         "--blobPort",
         str(endpoints.blob_port),
         "--queuePort",
@@ -107,7 +125,7 @@ def run_azurite(
         str(free_port()),
         *(["--debug", str(debug_log)] if debug_log else []),
     ]
-    with running_process(command, data_dir / "azurite.log") as process:
+    with running_process(command, data_dir / "azurite.log", environment) as process:
         _wait_for_port(endpoints.blob_port, process, "Azurite")
         _wait_for_port(endpoints.queue_port, process, "Azurite")
         provision(endpoints.connection_string)
@@ -150,7 +168,7 @@ def run_mlflow_server(data_dir: Path, azurite: AzuriteEndpoints) -> Iterator[str
         "--backend-store-uri",
         f"sqlite:///{data_dir / 'mlflow.db'}",
         "--artifacts-destination",
-        f"wasbs://mlflow@{AZURITE_ACCOUNT}.blob.core.windows.net/artifacts",
+        f"wasbs://mlflow@{azurite.account}.blob.core.windows.net/artifacts",
         "--serve-artifacts",
     ]
     environment = {**os.environ, "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string}
