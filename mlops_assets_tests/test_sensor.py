@@ -180,23 +180,46 @@ def test_new_files_of_a_partition_whose_bronze_run_is_still_queued_go_to_that_ru
     assert observed == {"2026-01-05": [second_file], "2026-01-06": [other_day]}
 
 
-def test_a_started_run_takes_new_files_until_its_bronze_step_begins(defs, resources, instance, spec) -> None:
+def test_new_files_wait_for_a_bronze_run_in_its_step_and_skip_what_it_took(defs, resources, instance, spec) -> None:
     """A started run whose worker is still loading lists its partition after these files
-    landed, so it takes them; once its bronze step has begun it may have listed already, so
-    new files get a run of their own."""
+    landed, so it takes them. One in its bronze step may have listed already: new files wait
+    until it has finished, and then only those it did not take get a run."""
+    keys = DatasetKeys(spec)
     loading, stepping = dt.date(2026, 1, 5), dt.date(2026, 1, 6)
     for day in (loading, stepping):
         _drop(resources, spec, day, "first.csv")
     first, _ = _tick(defs, resources, instance, cursor=None)
+    runs = {}
     for request in first.run_requests:
         tags = {"dagster/sensor_name": "smart_meter_landing_sensor", "dagster/partition": request.partition_key}
-        run = instance.add_run(dg.DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED, tags=tags))
-        if request.partition_key == stepping.isoformat():
-            instance.report_dagster_event(
-                dg.DagsterEvent(event_type_value="STEP_START", job_name="__ASSET_JOB", step_key="bronze"), run.run_id
-            )
+        runs[request.partition_key] = instance.add_run(
+            dg.DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED, tags=tags)
+        )
+    instance.report_dagster_event(
+        dg.DagsterEvent(event_type_value="STEP_START", job_name="__ASSET_JOB", step_key="bronze"),
+        runs[stepping.isoformat()].run_id,
+    )
     for day in (loading, stepping):
         _drop(resources, spec, day, "second.csv")
     second, _ = _tick(defs, resources, instance, cursor=first.cursor)
-    assert [request.partition_key for request in second.run_requests] == [stepping.isoformat()]
-    assert {event.partition for event in second.asset_events} == {loading.isoformat(), stepping.isoformat()}
+    assert second.run_requests == []
+    assert {event.partition for event in second.asset_events} == {loading.isoformat()}
+
+    # The run in its step took second.csv, and ends; a third file lands meanwhile.
+    (taken,) = [f for f in resources["landing"].list_partition(spec, stepping) if f.path.endswith("second.csv")]
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=keys.bronze,
+            partition=stepping.isoformat(),
+            metadata={"ingested": dg.MetadataValue.json([{"path": taken.path, "etag": taken.etag, "rows": 1}])},
+        )
+    )
+    instance.report_run_failed(runs[stepping.isoformat()])
+    third = _drop(resources, spec, stepping, "third.csv")
+    still, _ = _tick(defs, resources, instance, cursor=second.cursor)
+    (request,) = still.run_requests
+    assert request.partition_key == stepping.isoformat() and request.tags["mlops/new_files"] == "1"
+    observed = {
+        event.partition: [file["path"] for file in event.metadata["files"].value] for event in still.asset_events
+    }
+    assert observed == {stepping.isoformat(): [taken.path, third]}

@@ -14,6 +14,8 @@ from mlops_assets.partitions import partitions_def
 from mlops_assets.storage.landing_zone import LandingFile, LandingZone
 
 IDLE_SECONDS = 3600
+# How many of a partition's latest bronze materializations are asked which files they took.
+TAKEN_LOOKBACK = 5
 
 
 def run_key(spec: DatasetSpec, day: dt.date, files: list[LandingFile]) -> str:
@@ -43,10 +45,9 @@ def landing_observation(spec: DatasetSpec, day: dt.date, files: list[LandingFile
     )
 
 
-def _waiting_partitions(instance: dg.DagsterInstance, sensor_name: str) -> set[str]:
-    """The partitions of this sensor's runs that have not begun their bronze step: queued,
-    starting, or started with the worker still loading. Each lists its partition's landing
-    files when its step begins, so it takes files that land before then."""
+def _runs_in_flight(instance: dg.DagsterInstance, sensor_name: str) -> tuple[set[str], set[str]]:
+    """The partitions of this sensor's unfinished runs: those whose bronze step has not begun
+    (queued, starting, or started with the worker still loading), and those in their step."""
     records = instance.get_run_records(
         dg.RunsFilter(
             statuses=[
@@ -58,12 +59,29 @@ def _waiting_partitions(instance: dg.DagsterInstance, sensor_name: str) -> set[s
             tags={"dagster/sensor_name": sensor_name},
         )
     )
-    return {
-        record.dagster_run.tags.get("dagster/partition", "")
-        for record in records
-        if record.dagster_run.status != dg.DagsterRunStatus.STARTED
-        or not instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_START)
-    }
+    waiting, stepping = set(), set()
+    for record in records:
+        run = record.dagster_run
+        began = run.status == dg.DagsterRunStatus.STARTED and instance.all_logs(
+            run.run_id, of_type=dg.DagsterEventType.STEP_START
+        )
+        (stepping if began else waiting).add(run.tags.get("dagster/partition", ""))
+    return waiting, stepping
+
+
+def _taken(instance: dg.DagsterInstance, bronze: dg.AssetKey, day: dt.date) -> set[tuple[str, str]]:
+    """The file versions (path, etag) that the partition's latest bronze runs ingested or
+    quarantined, as their materializations record them."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=bronze, asset_partitions=[day.isoformat()]), limit=TAKEN_LOOKBACK
+    ).records
+    taken = set()
+    for record in records:
+        metadata = record.asset_materialization.metadata
+        for name in ("ingested", "quarantined"):
+            entries = metadata[name].value if name in metadata else []
+            taken.update((entry["path"], entry["etag"]) for entry in entries)
+    return taken
 
 
 def _sealed(cursor: LandingCursor, candidates: list[dt.date] | None, listed: list[LandingFile]) -> LandingCursor:
@@ -112,17 +130,33 @@ def build_landing_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
             else:
                 # A partition that has not started yet in UTC: left unseen, requested once it starts.
                 context.log.info(f"{file.path}: event day {file.event_date} has not started yet; waiting.")
-        cursor = cursor.advance([*too_early, *(file for files in by_day.values() for file in files)], time.time())
-        # A bronze run of this sensor that has not begun its step lists its partition after these
-        # files landed: it takes them, and a second run would find nothing. Asked after listing,
-        # so a step that begins in between lists after the files landed too.
-        waiting = _waiting_partitions(context.instance, sensor_name)
+        # Where this sensor has a bronze run that has not finished, a second run could find
+        # nothing to do. One that has not begun its step lists its partition after these files
+        # landed (asked after listing, so a step that begins in between does too): it takes
+        # them. One in its step may have listed before or after they landed: they wait, unseen,
+        # until it has finished and recorded what it took.
+        waiting, stepping = _runs_in_flight(context.instance, sensor_name)
+        held = {day: by_day.pop(day) for day in sorted(by_day) if day.isoformat() in stepping}
+        for day, files in held.items():
+            context.log.info(f"{len(files)} new file(s) of {day} wait for its bronze run in progress to finish.")
         for day in sorted(day for day in by_day if day.isoformat() in waiting):
             context.log.info(f"{len(by_day[day])} new file(s) of {day} go to the bronze run waiting to start for it.")
-        cursor = _sealed(cursor, candidates, listed)
+        to_request: dict[dt.date, list[LandingFile]] = {}
+        for day, files in sorted(by_day.items()):
+            if day.isoformat() in waiting:
+                continue
+            taken = _taken(context.instance, keys.bronze, day)
+            if untaken := [file for file in files if (file.path, file.etag) not in taken]:
+                to_request[day] = untaken
+            else:
+                context.log.info(f"{len(files)} new file(s) of {day} were taken by its last bronze run.")
+        cursor = cursor.advance([*too_early, *(file for files in by_day.values() for file in files)], time.time())
+        held_files = {(file.path, file.etag) for files in held.values() for file in files}
+        cursor = _sealed(cursor, candidates, [file for file in listed if (file.path, file.etag) not in held_files])
         if not by_day:
+            reason = "bronze runs in progress" if held else "open days"
             return dg.SensorResult(
-                skip_reason=f"No new files for open days under {spec.landing.prefix}/.", cursor=cursor.serialize()
+                skip_reason=f"No new files for {reason} under {spec.landing.prefix}/.", cursor=cursor.serialize()
             )
         run_requests = [
             dg.RunRequest(
@@ -131,15 +165,14 @@ def build_landing_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
                 asset_selection=[keys.bronze],
                 tags={"mlops/dataset": spec.name, "mlops/new_files": str(len(files))},
             )
-            for day, files in sorted(by_day.items())
-            if day.isoformat() not in waiting
+            for day, files in to_request.items()
         ]
         observations = [landing_observation(spec, day, files) for day, files in sorted(by_day.items())]
         return dg.SensorResult(
             run_requests=run_requests,
             cursor=cursor.serialize(),
             asset_events=observations,
-            skip_reason=None if run_requests else "New files go to the bronze runs waiting to start for them.",
+            skip_reason=None if run_requests else "New files go to bronze runs waiting to start or were taken already.",
         )
 
     return landing_sensor
