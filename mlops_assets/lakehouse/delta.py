@@ -111,13 +111,16 @@ class DeltaLake(dg.ConfigurableResource):
         properties = CommitProperties(custom_metadata=dict(commit_metadata))
         table = self._table(uri)
         if table is None:
+            # A blind append that creates the table. Should another run create it first,
+            # deltalake would retry this commit as an append on top, duplicating the rows:
+            # with no commit retry it fails instead, and the run's retry MERGEs.
             write_deltalake(
                 uri,
                 arrow,
                 mode="append",
                 partition_by=[PARTITION_COLUMN],
                 storage_options=self.storage_options,
-                commit_properties=properties,
+                commit_properties=CommitProperties(custom_metadata=dict(commit_metadata), max_commit_retries=0),
             )
             return self._committed_version(uri), len(rows)
         matches = " AND ".join(f"t.{column} = s.{column}" for column in match_columns)
