@@ -9,6 +9,7 @@ Loader's rescued-data column does; undeclared columns are kept as text.
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import zlib
@@ -29,16 +30,20 @@ GZIP_MAGIC = b"\x1f\x8b"
 MAX_DECOMPRESSED_BYTES = 2**30
 MAX_REASON_CHARS = 500
 MAX_UNDECLARED_COLUMNS = 100
+# Delta cuts a column name at a NUL (two names can become one) and its MERGE cannot quote a backtick.
+UNWRITABLE_IN_COLUMN_NAMES = ("\x00", "`")
 
 
 class RejectedFile(ValueError):
     """A landing file that must be quarantined; the message is the reason, cut to
-    ``MAX_REASON_CHARS`` so that a hostile file cannot make it large."""
+    ``MAX_REASON_CHARS`` so that a hostile file cannot make it large. ``records`` are the rows
+    of a file that could be read before it was refused (None when it could not be read)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, records: int | None = None) -> None:
         if len(reason) > MAX_REASON_CHARS:
             reason = f"{reason[:MAX_REASON_CHARS]}... ({len(reason):,} characters)"
         super().__init__(reason)
+        self.records = records
 
 
 def decompressed(data: bytes, *, strict: bool = True) -> bytes:
@@ -73,13 +78,15 @@ class ParsedFile:
 
 
 def count_records(data: bytes, fmt: str) -> int:
-    """Records in a file, counted without parsing it, so unreadable files count too.
+    """Records in a file, counted without parsing it, for the files that cannot be parsed (a
+    readable file's records are its rows, which a quoted line break makes fewer than its lines).
 
     A record is a non-empty line after the header (CSV), a non-empty line (JSON
     lines), or a row of a readable Parquet file (0 for an unreadable one); a gzip file's
-    records are those of what it decompresses to.
+    records are those of what it decompresses to. A UTF-8 byte order mark is not content, even
+    on a line of its own.
     """
-    data = decompressed(data, strict=False)
+    data = decompressed(data, strict=False).removeprefix(codecs.BOM_UTF8)
     if fmt == "parquet":
         try:
             return pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
@@ -100,11 +107,25 @@ def parse_file(data: bytes, extension: str, spec: DatasetSpec, reserved: Collect
             f"unsupported file type {extension!r}; this dataset accepts {', '.join(spec.landing.formats)}"
         )
     raw = _read_raw(decompressed(data), fmt)
+    problem = _column_problem(raw, spec, reserved)
+    if problem:
+        raise RejectedFile(problem, records=len(raw))
+    return _typed(_as_text(raw), spec)
+
+
+def _column_problem(raw: pd.DataFrame, spec: DatasetSpec, reserved: Collection[str]) -> str | None:
+    """Why a readable file cannot go to bronze as it is, or None."""
+    if raw.columns.duplicated().any():
+        return f"duplicate column names {sorted(raw.columns[raw.columns.duplicated()])}"
+    folded = raw.columns.str.lower()
+    if folded.duplicated().any():
+        twins = sorted(column for column in raw.columns if (folded == column.lower()).sum() > 1)
+        return f"column names that differ only in case {twins}: Delta column names ignore case"
     if raw.empty:
-        raise RejectedFile("the file holds no records")
+        return "the file holds no records"
     missing = [column for column in spec.required_columns if column not in raw.columns]
     if missing:
-        raise RejectedFile(f"missing required column(s) {missing}; found {sorted(map(str, raw.columns))}")
+        return f"missing required column(s) {missing}; found {sorted(map(str, raw.columns))}"
     declared = {column.lower(): column for column in spec.columns}
     clashes = sorted(
         f"{column} (declared: {declared[column.lower()]})"
@@ -112,18 +133,23 @@ def parse_file(data: bytes, extension: str, spec: DatasetSpec, reserved: Collect
         if column not in spec.columns and column.lower() in declared
     )
     if clashes:
-        raise RejectedFile(f"column names that differ from the spec's only in case: {clashes}")
+        return f"column names that differ from the spec's only in case: {clashes}"
     undeclared = [column for column in raw.columns if column not in spec.columns]
     if len(undeclared) > MAX_UNDECLARED_COLUMNS:
-        raise RejectedFile(
+        return (
             f"{len(undeclared):,} columns the spec does not declare (at most {MAX_UNDECLARED_COLUMNS} are kept "
             f"in bronze): {undeclared}"
         )
     taken = {name.lower() for name in (*reserved, RESCUED)}
     brought = sorted(column for column in raw.columns if column.lower() in taken)
     if brought:
-        raise RejectedFile(f"column name(s) {brought} are reserved for the table's own columns")
-    return _typed(_as_text(raw), spec)
+        return f"column name(s) {brought} are reserved for the table's own columns"
+    unwritable = sorted(
+        column for column in raw.columns if any(character in column for character in UNWRITABLE_IN_COLUMN_NAMES)
+    )
+    if unwritable:
+        return f"column name(s) {unwritable} hold a NUL or a backtick, which a Delta column name cannot"
+    return None
 
 
 def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
@@ -132,15 +158,19 @@ def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _read_raw(data: bytes, fmt: str) -> pd.DataFrame:
-    """The file as a frame with string column names, refused when its names cannot be columns."""
+    """The file as a frame with string column names."""
     try:
         if fmt == "csv":
             frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
         elif fmt == "jsonl":
             frame = pd.read_json(io.BytesIO(data), lines=True, dtype=False)
         else:
-            frame = pq.read_table(io.BytesIO(data)).to_pandas()
+            table = pq.read_table(io.BytesIO(data))
+            table.validate(full=True)  # reading Parquet does not check that its text is UTF-8
+            frame = table.to_pandas()
     except (
+        # pandas raises TypeError on a JSON line that is not an object, after one that is.
+        TypeError,
         UnicodeDecodeError,
         pd.errors.ParserError,
         pd.errors.EmptyDataError,
@@ -150,12 +180,6 @@ def _read_raw(data: bytes, fmt: str) -> pd.DataFrame:
     ) as error:
         raise RejectedFile(f"unreadable {fmt} file: {type(error).__name__}: {str(error)[:300]}") from error
     frame.columns = [str(column) for column in frame.columns]
-    if frame.columns.duplicated().any():
-        raise RejectedFile(f"duplicate column names {sorted(frame.columns[frame.columns.duplicated()])}")
-    folded = frame.columns.str.lower()
-    if folded.duplicated().any():
-        twins = sorted(column for column in frame.columns if (folded == column.lower()).sum() > 1)
-        raise RejectedFile(f"column names that differ only in case {twins}: Delta column names ignore case")
     return frame
 
 

@@ -93,7 +93,6 @@ def ingest_days(
     rejected: list[tuple[LandingFile, bytes, dict]] = []
     for file in files:
         data = landing.read_bytes(file)
-        records = count_records(data, FORMAT_BY_EXTENSION.get(file.extension, "csv"))
         try:
             if file.subfolder:
                 raise RejectedFile(
@@ -102,6 +101,9 @@ def ingest_days(
                 )
             parsed = parse_file(data, file.extension, spec, reserved=BRONZE_COLUMNS)
         except RejectedFile as reason:
+            records = reason.records
+            if records is None:
+                records = count_records(data, FORMAT_BY_EXTENSION.get(file.extension, "csv"))
             entry = {
                 "path": file.path,
                 "etag": file.etag,

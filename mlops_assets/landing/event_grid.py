@@ -8,13 +8,12 @@ message the way Azure would, for the simulator, the tests and the benchmarks.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
 
@@ -54,7 +53,8 @@ def blob_created_event(
             "contentType": "application/octet-stream",
             "contentLength": size,
             "blobType": "BlockBlob",
-            "url": f"{base}/{container}/{blob}",
+            # A URL carries the name percent-encoded, as Azure writes it: "#", "?" and "%" stay in the name.
+            "url": f"{base}/{container}/{quote(blob)}",
             "sequencer": f"{uuid.uuid4().int:032x}",
         },
         "dataVersion": "",
@@ -121,11 +121,13 @@ def _url_path(url: Any) -> str:
 
 
 def _decode(content: str) -> Any:
+    # ValueError covers JSONDecodeError, binascii.Error and UnicodeDecodeError, and also what these
+    # raise on text that is not ASCII (Base64) or on an integer of more than 4,300 digits (JSON).
     try:
         return json.loads(content)
-    except json.JSONDecodeError:
+    except ValueError:
         pass
     try:
         return json.loads(base64.b64decode(content, validate=True))
-    except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except ValueError as error:
         raise NotABlobCreatedEvent(f"neither JSON nor Base64-encoded JSON: {str(error)[:120]}") from error
