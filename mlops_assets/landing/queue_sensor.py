@@ -2,14 +2,15 @@
 
 A tick first deletes the messages of the previous tick, whose run requests Dagster has
 recorded by then (a tick's cursor is only stored with its run requests), then drains
-up to ``MAX_MESSAGES_PER_TICK`` new messages. Event Grid delivers at least once and in
-no particular order, so every event is checked against the blob as it is now, and
-duplicates collapse onto one file version: each file version is requested in a run of its
-own whose run key names it, so Dagster starts it once whatever tick the duplicates arrive
-in, and bronze ingests a file version once whatever the number of runs. A message that
-is not a usable event goes to the poison queue with its reason, and so does one received
-``EventQueue.max_deliveries`` times without being handled, so no message stops the sensor
-for good.
+up to ``MAX_MESSAGES_PER_TICK`` new messages. Deletes and blob lookups take one request
+a message or a path; ``EventQueue.concurrency`` of them are under way at once. Event Grid
+delivers at least once and in no particular order, so every event is checked against the
+blob as it is now, and duplicates collapse onto one file version: each file version is
+requested in a run of its own whose run key names it, so Dagster starts it once whatever
+tick the duplicates arrive in, and bronze ingests a file version once whatever the number
+of runs. A message that is not a usable event goes to the poison queue with its reason,
+and so does one received ``EventQueue.max_deliveries`` times without being handled, so no
+message stops the sensor for good.
 """
 
 import datetime as dt
@@ -22,10 +23,10 @@ import dagster as dg
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
-from mlops_assets.landing.event_grid import NotABlobCreatedEvent, parse_blob_created
+from mlops_assets.landing.event_grid import BlobCreated, NotABlobCreatedEvent, parse_blob_created
 from mlops_assets.landing.sensors import file_run_key, landing_observation
 from mlops_assets.partitions import partitions_def
-from mlops_assets.storage.event_queue import EventQueue, ReceivedMessage
+from mlops_assets.storage.event_queue import EventQueue, ReceivedMessage, map_concurrently
 from mlops_assets.storage.landing_zone import LandingFile, LandingZone
 
 MAX_MESSAGES_PER_TICK = 256
@@ -67,7 +68,6 @@ def build_event_sensor(specs: Sequence[DatasetSpec]) -> dg.SensorDefinition:
         deleted = event_queue.delete(list(QueueCursor.parse(context.cursor).to_delete))
         messages = event_queue.receive(MAX_MESSAGES_PER_TICK)
         found: dict[tuple[str, dt.date], dict[str, LandingFile]] = defaultdict(dict)
-        current: dict[tuple[str, str], LandingFile | None] = {}
         handled: list[tuple[str, str]] = []
         acknowledged: list[tuple[str, str]] = []
 
@@ -75,6 +75,8 @@ def build_event_sensor(specs: Sequence[DatasetSpec]) -> dg.SensorDefinition:
             context.log.warning(f"Message {message.id} moved to {event_queue.poison_queue}: {reason}")
             event_queue.poison(message, reason)
 
+        # Refuse first what is not a usable event of a dataset, then look up each blob the rest name.
+        routed: list[tuple[ReceivedMessage, BlobCreated, DatasetSpec, str]] = []
         for message in messages:
             if message.dequeue_count > event_queue.max_deliveries:
                 poison(message, f"received {message.dequeue_count} times without being handled")
@@ -84,14 +86,21 @@ def build_event_sensor(specs: Sequence[DatasetSpec]) -> dg.SensorDefinition:
             except NotABlobCreatedEvent as reason:
                 poison(message, str(reason))
                 continue
-            routed = [(spec, landing.locate(spec, event.container, event.blob)) for spec in specs]
-            matches = [(spec, path) for spec, path in routed if path is not None]
+            located = [(spec, landing.locate(spec, event.container, event.blob)) for spec in specs]
+            matches = [(spec, path) for spec, path in located if path is not None]
             if not matches:
                 poison(message, f"{event.container}/{event.blob} is not a landing file of any dataset")
                 continue
             spec, path = matches[0]
-            if (spec.name, path) not in current:
-                current[(spec.name, path)] = landing.stat(spec, path)
+            routed.append((message, event, spec, path))
+
+        # The blob as it is now, once a path however many events name it; the lookups wait together.
+        targets = sorted({(spec.name, path) for _, _, spec, path in routed})
+        versions = map_concurrently(
+            lambda target: landing.stat(by_name[target[0]], target[1]), targets, event_queue.concurrency
+        )
+        current = dict(zip(targets, versions, strict=True))
+        for message, event, spec, path in routed:
             file = current[(spec.name, path)]
             if file is None:
                 context.log.warning(f"{path}: announced by event {event.event_id} but gone; acknowledged.")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import dagster as dg
 from azure.core.exceptions import HttpResponseError
@@ -20,6 +22,20 @@ LISTEN_PAUSE_SECONDS = 0.2
 STALE_RECEIPT_CODES = ("MessageNotFound", "PopReceiptMismatch")
 MAX_HIDDEN_SECONDS = 7 * 24 * 3600
 MAX_POISONED_CHARS = 8_000  # even JSON-escaped (up to 6 characters each), within a message's 64 KiB
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def map_concurrently(work: Callable[[T], R], items: Iterable[T], concurrency: int) -> list[R]:
+    """``work`` over ``items``, up to ``concurrency`` calls at once, results in order. Each call is
+    one request (the Queue API deletes one message a request), so the calls wait on the network
+    together instead of one after the other. The first error is raised once the calls under way end."""
+    items = list(items)
+    if concurrency == 1 or len(items) < 2:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(items))) as pool:
+        return list(pool.map(work, items))
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,13 @@ class EventQueue(dg.ConfigurableResource):
         default=300,
         description="Seconds a received message stays hidden; it must outlast the time to the next sensor tick, "
         "when the message is deleted.",
+    )
+    concurrency: int = Field(
+        default=8,
+        ge=1,
+        description="How many requests a sensor tick keeps in flight at once for per-message work: the Queue "
+        "API deletes one message a request, and each event's blob is looked up on its own. One makes them "
+        "one after the other.",
     )
 
     @contextmanager
@@ -98,16 +121,20 @@ class EventQueue(dg.ConfigurableResource):
         A message that is gone, or whose receipt is stale (its visibility timeout ended and it
         was received again), is skipped: it will be seen again, which the sensor tolerates.
         """
-        deleted = 0
+        if not receipts:
+            return 0
         with self._client(self.queue) as client:
-            for message_id, pop_receipt in receipts:
+
+            def delete_one(receipt: tuple[str, str]) -> bool:
                 try:
-                    client.delete_message(message_id, pop_receipt)
-                    deleted += 1
+                    client.delete_message(*receipt)
                 except HttpResponseError as error:
                     if error.error_code not in STALE_RECEIPT_CODES:
                         raise
-        return deleted
+                    return False
+                return True
+
+            return sum(map_concurrently(delete_one, receipts, self.concurrency))
 
     def poison(self, message: ReceivedMessage, reason: str) -> None:
         """Move a message to the poison queue with the reason, then delete it. A message may
