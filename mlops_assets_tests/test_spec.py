@@ -195,3 +195,14 @@ def test_a_calendar_feature_may_not_overwrite_a_column(raw: dict[str, Any]) -> N
     raw["columns"]["month"] = "timestamp"
     raw["features"]["calendar"] = ["month"]
     assert "features.calendar: ['month'] would overwrite the declared column(s) of the same name" in _error(raw)
+
+
+@pytest.mark.parametrize(("field", "value"), [("retrain", "0 2 * *"), ("backfill", "61 * * * *"), ("retrain", 7)])
+def test_a_cron_that_dagster_cannot_schedule_is_reported(raw: dict[str, Any], field: str, value: Any) -> None:
+    raw["schedules"][field] = value
+    assert _error(raw) == f"broken.yaml: schedules.{field}: {value!r} is not a cron expression such as '0 2 * * *'"
+
+
+def test_an_unknown_time_zone_is_reported(raw: dict[str, Any]) -> None:
+    raw["schedules"]["timezone"] = "Europe/Atlantis"
+    assert _error(raw) == "broken.yaml: schedules.timezone: unknown time zone 'Europe/Atlantis'"

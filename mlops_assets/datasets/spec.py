@@ -17,11 +17,9 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import dagster as dg
 import pandas as pd
 import yaml
-
-# The cron dialect Dagster schedules accept (five fields), so a spec fails on load, not at deploy.
-from dagster._utils.schedules import is_valid_cron_string
 
 from mlops_assets.datasets.path_pattern import PathPattern, PathPatternError
 from mlops_assets.datasets.periods import GRAINS, Grain, Span, default_season
@@ -379,6 +377,15 @@ def empty_frame(columns: Mapping[str, str]) -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype=dtypes[kind]) for name, kind in columns.items()})
 
 
+def is_schedulable_cron(expression: str) -> bool:
+    """Whether Dagster schedules accept ``expression``, so a spec fails on load, not at deploy."""
+    try:
+        dg.ScheduleDefinition(name="spec_check", cron_schedule=expression, job_name="spec_check")
+    except dg.DagsterInvalidDefinitionError:
+        return False
+    return True
+
+
 def _frequency(reader: _Reader, top: Mapping[str, Any]) -> Span:
     value = top.get("frequency")
     if value is None:
@@ -659,7 +666,7 @@ def _schedules(reader: _Reader, raw: Any) -> ScheduleSpec:
     crons = {}
     for key, default in (("retrain", "0 2 * * *"), ("backfill", "30 3 * * *")):
         cron = raw.get(key, default)
-        if not isinstance(cron, str) or not is_valid_cron_string(cron):
+        if not isinstance(cron, str) or not is_schedulable_cron(cron):
             reader.fail(f"schedules.{key}", f"{cron!r} is not a cron expression such as '0 2 * * *'")
         crons[key] = cron
     return ScheduleSpec(timezone=str(timezone), retrain_cron=crons["retrain"], backfill_cron=crons["backfill"])
