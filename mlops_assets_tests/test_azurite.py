@@ -25,6 +25,7 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 from dagster_azure.blob import AzureBlobStorageKeyCredential, AzureBlobStorageResource
 
+from mlops_assets import clock
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.definitions import build_definitions
 from mlops_assets.devservices import AZURITE_ACCOUNT, AZURITE_KEY, AzuriteEndpoints, run_azurite, run_mlflow_server
@@ -89,17 +90,21 @@ def tick(defs: dg.Definitions, name: str, instance, resources, cursor=None):
         return sensor(context)
 
 
-def test_whole_graph_on_azurite_with_an_mlflow_server(tmp_path, azurite, instance, spec) -> None:
+def test_whole_graph_on_azurite_with_an_mlflow_server(tmp_path, azurite, instance, spec, monkeypatch) -> None:
+    # A fixed day rather than today: the models, and whether the gate lets yesterday's through,
+    # depend on the simulated days' weather and calendar.
+    today, yesterday = dt.date(2026, 3, 10), dt.date(2026, 3, 9)
+    monkeypatch.setattr(clock, "utc_now", lambda: dt.datetime.combine(today, dt.time(12), dt.UTC))
     with run_mlflow_server(tmp_path / "mlflow", azurite) as tracking_uri:
         resources = blob_resources(account_for(azurite), tracking_uri, poll_days=2)
         defs = build_definitions([spec], resources, arrivals="poll")
-        before = YESTERDAY - dt.timedelta(days=1)
+        before = yesterday - dt.timedelta(days=1)
         report, _ = upload_simulated(tmp_path, azurite, spec, before, 3, meters=30, meters_per_file=15)
 
         # The polling sensor lists the last two days' prefixes only; the day before is run by hand.
         result = tick(defs, "smart_meter_landing_sensor", instance, resources)
         requested = [request.partition_key for request in result.run_requests]
-        assert requested == [YESTERDAY.isoformat(), TODAY.isoformat()]
+        assert requested == [yesterday.isoformat(), today.isoformat()]
         for partition in [before.isoformat(), *requested]:
             assert run_lifecycle(defs, spec, instance, dt.date.fromisoformat(partition)).success
 
@@ -108,31 +113,31 @@ def test_whole_graph_on_azurite_with_an_mlflow_server(tmp_path, azurite, instanc
         assert lake.table_uri(*keys.table(keys.predictions)).startswith("az://lake/")
         bronze_rows = lake.count_rows(lake.table_uri(*keys.table(keys.bronze)))
         assert bronze_rows == report.records
-        predictions = lake.read_days(lake.table_uri(*keys.table(keys.predictions)), [TODAY]).rows
+        predictions = lake.read_days(lake.table_uri(*keys.table(keys.predictions)), [today]).rows
         assert len(predictions) > 0 and predictions["prediction"].notna().all()
         # The registry lives on the MLflow server: yesterday's model, released, scored today.
         registry = resources["mlflow_tracking"].registry()
         released = {version.version: version for version in registry.versions(spec.gate.model_name)}
         (scoring,) = set(predictions["model_version"])
-        assert released[scoring].tag("partition") == YESTERDAY.isoformat()
+        assert released[scoring].tag("partition") == yesterday.isoformat()
         assert set(predictions["model_uri"]) == {released[scoring].record.model_uri}
         assert registry.champion(spec.gate.model_name) is not None
 
         run_id = (
             instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=keys.forecaster, asset_partitions=[TODAY.isoformat()]), limit=1
+                dg.AssetRecordsFilter(asset_key=keys.forecaster, asset_partitions=[today.isoformat()]), limit=1
             )
             .records[0]
             .asset_materialization.metadata["mlflow_run_id"]
             .value
         )
         client = mlflow.MlflowClient(tracking_uri)
-        assert client.get_run(run_id).data.tags["dagster.partition"] == TODAY.isoformat()
+        assert client.get_run(run_id).data.tags["dagster.partition"] == today.isoformat()
         blobs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("mlflow")
         stored = [blob.name for blob in blobs.list_blobs()]
         assert any("MLmodel" in name for name in stored), stored
         models = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("models")
-        assert f"models/smart_meter_forecaster/{TODAY.isoformat()}.pkl" in {blob.name for blob in models.list_blobs()}
+        assert f"models/smart_meter_forecaster/{today.isoformat()}.pkl" in {blob.name for blob in models.list_blobs()}
 
 
 def test_polling_lists_only_the_candidate_prefixes(tmp_path, azurite, blob_profile, instance, spec) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from mlops_assets import clock
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.landing.event_grid import BlobCreated, NotABlobCreatedEvent, parse_blob_created
@@ -113,7 +114,7 @@ def build_event_sensor(specs: Sequence[DatasetSpec]) -> dg.SensorDefinition:
                 else:
                     # A partition that has not started yet in UTC: the event comes back when it starts.
                     starts = dt.datetime.combine(file.partition, dt.time(), dt.UTC)
-                    wait = int((starts - dt.datetime.now(dt.UTC)).total_seconds()) + 1
+                    wait = int((starts - clock.utc_now()).total_seconds()) + 1
                     context.log.info(f"{path}: partition {file.partition} has not started; postponed {wait} s.")
                     event_queue.postpone(message, wait)
                 continue

@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import dagster as dg
 
+from mlops_assets import clock
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.landing.cursor import LandingCursor, version_digest
@@ -107,7 +108,7 @@ def build_landing_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
     )
     def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult | dg.SkipReason:
         cursor = LandingCursor.parse(context.cursor)
-        today = dt.datetime.now(dt.UTC).date()
+        today = clock.utc_now().date()
         listed = landing.list_recent(spec, today)
         new_files = cursor.new_files(listed)
         candidates = landing.candidate_partitions(spec, today)
