@@ -18,7 +18,7 @@ from mlops_assets.landing.assets import build_landing_asset
 from mlops_assets.landing.queue_sensor import build_event_sensor
 from mlops_assets.landing.sensors import build_landing_sensor
 from mlops_assets.ml.checkpoint import build_checkpoint_asset
-from mlops_assets.ml.failed_runs import build_failed_run_sensor
+from mlops_assets.ml.failed_runs import build_dead_run_sensor, build_failed_run_sensor
 from mlops_assets.ml.forecaster import build_forecaster_asset
 from mlops_assets.ml.release import build_gate_check, build_release_asset
 from mlops_assets.ml.retraining import (
@@ -129,6 +129,7 @@ def build_definitions(
     )
     sensors = [
         automation,
+        build_dead_run_sensor(),
         build_failed_run_sensor(),
         *([build_event_sensor(specs)] if arrivals == "queue" else []),
     ]

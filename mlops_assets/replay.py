@@ -40,9 +40,6 @@ run_coordinator:
   class: PartitionOrderRunCoordinator
   config:
     max_concurrent_runs: 2
-run_launcher:
-  module: mlops_assets.run_launcher
-  class: LocalRunLauncher
 run_monitoring:
   enabled: true
   poll_interval_seconds: 15

@@ -39,6 +39,7 @@ def test_definitions_hold_every_layer_check_sensor_and_job(defs, spec) -> None:
         "lakehouse_automation",
         "smart_meter_drift_sensor",
         "smart_meter_gap_backfill",
+        "fail_runs_of_dead_workers",
         "end_mlflow_runs_of_failed_runs",
     }
     assert {schedule.name for schedule in defs.schedules} == {"smart_meter_nightly_retrain"}

@@ -2,8 +2,8 @@
 holds its MLflow run open until it is killed, and a sensor that starts that training once.
 
 The training asset is made for the test (a real forecaster finishes too fast to be killed
-while its MLflow run is open); the launcher, Dagster's run monitoring and the sensor that
-closes MLflow runs are the project's own.
+while its MLflow run is open); the sensors that fail runs of dead workers and close their
+MLflow runs are the project's own.
 """
 
 import os
@@ -11,7 +11,7 @@ import time
 
 import dagster as dg
 
-from mlops_assets.ml.failed_runs import build_failed_run_sensor
+from mlops_assets.ml.failed_runs import build_dead_run_sensor, build_failed_run_sensor
 from mlops_assets.ml.tracking import MlflowTracking
 
 
@@ -32,7 +32,7 @@ def start_training_once() -> dg.RunRequest:
 defs = dg.Definitions(
     assets=[long_training],
     jobs=[training_job],
-    sensors=[start_training_once, build_failed_run_sensor()],
+    sensors=[start_training_once, build_dead_run_sensor(), build_failed_run_sensor()],
     resources={"mlflow_tracking": MlflowTracking(tracking_uri=os.environ["KILLED_TRAINING_MLFLOW_URI"])},
     # As in the project's definitions: the steps run in the run worker itself.
     executor=dg.in_process_executor,
