@@ -8,7 +8,6 @@ from typing import Any
 
 import dagster as dg
 
-from mlops_assets.backfills import build_gap_backfill_sensor
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec, load_specs
 from mlops_assets.lakehouse.bronze import build_bronze_asset
@@ -42,7 +41,7 @@ def rebuild_job_name(spec: DatasetSpec) -> str:
 
 def dataset_definitions(spec: DatasetSpec, arrivals: Arrivals = "poll", nightly: bool = True) -> dg.Definitions:
     """Everything one dataset spec declares, from landing files to drift monitoring; ``nightly``
-    says whether the nightly retraining and gap backfill start running."""
+    says whether the nightly retraining starts running."""
     keys = DatasetKeys(spec)
     lifecycle = dg.define_asset_job(
         lifecycle_job_name(spec),
@@ -91,7 +90,6 @@ def dataset_definitions(spec: DatasetSpec, arrivals: Arrivals = "poll", nightly:
         sensors=[
             *([build_landing_sensor(spec)] if arrivals == "poll" else []),
             build_drift_sensor(spec),
-            build_gap_backfill_sensor(spec, running=nightly),
         ],
     )
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from mlops_assets.datasets.spec import ScheduleSpec
+
 # Delta commit conflicts between concurrent runs, storage hiccups and a tracking store being
 # created by another process heal on their own.
 TRANSIENT_FAILURES = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
@@ -269,7 +271,21 @@ class OtherPartitionsBusy(dg.AutomationCondition):
         return dg.AutomationResult(context, context.candidate_subset.compute_intersection(subset))
 
 
-def on_upstream_update(reads: Mapping[dg.AssetKey, Reads]) -> dg.AutomationCondition:
+def retried_at_backfill_tick(schedules: ScheduleSpec) -> dg.AutomationCondition:
+    """The partitions whose latest run failed, requested once after each tick of the spec's
+    backfill cron (in its time zone).
+
+    A failure is an attempt, so :class:`Outdated` asks for the partition again only once an
+    input changes; a failure that healed on its own (storage back, a fixed bug deployed) is
+    retried here, over the whole history, whatever the age of the partition.
+    """
+    tick = dg.AutomationCondition.cron_tick_passed(schedules.backfill_cron, schedules.timezone)
+    return (dg.AutomationCondition.execution_failed() & tick.since_last_handled()).with_label(
+        f"failed, retried after '{schedules.backfill_cron}' {schedules.timezone}"
+    )
+
+
+def on_upstream_update(reads: Mapping[dg.AssetKey, Reads], schedules: ScheduleSpec) -> dg.AutomationCondition:
     """Materialize a partition when what it reads changed since its latest attempt, once its own
     data is there, nothing it reads is still on its way or about to change, and upstream
     blocking checks cannot let bad data through.
@@ -285,14 +301,16 @@ def on_upstream_update(reads: Mapping[dg.AssetKey, Reads]) -> dg.AutomationCondi
     - another partition it reads that is about to change (:class:`OtherPartitionsBusy`)
       holds it back a tick, so it never reads what is being rebuilt;
     - upstream blocking checks must have passed, unless the upstream partition runs in
-      the same run, whose blocking checks stop the steps after them.
+      the same run, whose blocking checks stop the steps after them;
+    - a partition whose latest run failed is asked for again after each tick of the spec's
+      backfill cron (:func:`retried_at_backfill_tick`), with everything it feeds.
     """
     ready = OwnPartitionReady(reads)
     requested = dg.AutomationCondition.will_be_requested()
     still_coming = (dg.AutomationCondition.missing() & ~requested & ready).with_label("upstream partition still coming")
     upstream_in_same_run = dg.AutomationCondition.any_deps_match(requested).with_label("upstream in this run")
     return (
-        (Outdated(reads) | upstream_in_same_run)
+        (Outdated(reads) | upstream_in_same_run | retried_at_backfill_tick(schedules))
         & ready
         & ~dg.AutomationCondition.any_deps_match(still_coming)
         & ~OtherPartitionsBusy(reads)

@@ -18,8 +18,8 @@
 zone) or ``queue`` (Event Grid ``BlobCreated`` events on a Storage Queue; not in ``local``).
 
 ``MLOPS_SPECS`` adds datasets to the bundled ones: spec files or folders of them,
-separated by ``:``. ``MLOPS_NIGHTLY=off`` leaves the nightly retraining schedules and gap
-backfills stopped when the daemon starts (for a replay, or a staging deployment).
+separated by ``:``. ``MLOPS_NIGHTLY=off`` leaves the nightly retraining schedules stopped
+when the daemon starts (for a replay, or a staging deployment).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def extra_spec_locations() -> list[str]:
 
 
 def nightly_jobs_running() -> bool:
-    """Whether the nightly schedules and gap backfills start running with the daemon (``MLOPS_NIGHTLY``)."""
+    """Whether the nightly retraining schedules start running with the daemon (``MLOPS_NIGHTLY``)."""
     value = os.environ.get("MLOPS_NIGHTLY", "on")
     if value not in ("on", "off"):
         raise ValueError(f"MLOPS_NIGHTLY={value!r}: choose on or off")

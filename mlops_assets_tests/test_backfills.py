@@ -1,14 +1,15 @@
-"""The scheduled backfill heals the whole history: every partition with data whose layers are
-missing or failed, however old, goes into one backfill, once per cron tick; the nightly
-retraining picks the latest partition with data."""
+"""Failed partitions heal at the backfill cron: automation asks again, after each tick of the
+spec's backfill cron, for every partition of the whole history whose latest run failed, with
+what it feeds; missing partitions with data need no tick. The nightly retraining picks the
+latest partition with data."""
 
 from __future__ import annotations
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from mlops_assets.backfills import BACKFILL_TAG, find_gaps
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.definitions import build_definitions
 from mlops_assets.lakehouse.delta import DeltaLake
@@ -23,67 +24,96 @@ START = dt.date(2026, 2, 1)
 DAYS = [START + dt.timedelta(days=offset) for offset in range(5)]
 
 
-def test_scheduled_backfill_heals_missing_and_failed_partitions_of_the_whole_history(
+def requested(result: dg.EvaluateAutomationConditionsResult, key: dg.AssetKey) -> list[str]:
+    """The partitions of ``key`` that an automation evaluation asked for."""
+    return sorted(result.get_requested_partitions(key))
+
+
+def test_failed_partitions_of_the_whole_history_are_retried_once_per_backfill_tick(
     tmp_path, spec, instance, mlflow_tracking
 ) -> None:
     resources = {**local_resources(tmp_path / "mlops"), "mlflow_tracking": mlflow_tracking}
     keys = DatasetKeys(spec)
     defs = build_definitions([spec], resources)
     simulate(resources["landing"], spec, START, days=len(DAYS), meters=16, meters_per_file=8)
-    everything = [keys.bronze, keys.silver, keys.gold, keys.forecaster, keys.release(keys.forecaster)]
-    complete, failed, partial = DAYS[:3], DAYS[3], DAYS[4]
+    data = [keys.bronze, keys.silver, keys.gold]
+    models = [keys.forecaster, keys.release(keys.forecaster)]
+    scoring = [keys.predictions, keys.drift]
+    complete, failed = DAYS[:4], DAYS[4]
     for day in complete:
-        materialize_day(defs, resources, instance, everything, day)
-        materialize_day(defs, resources, instance, [keys.predictions, keys.drift], day)
+        materialize_day(defs, resources, instance, [*data, *models], day)
+        materialize_day(defs, resources, instance, scoring, day)
     assert first_champion_partition(instance, keys.release(keys.forecaster)) < failed.isoformat()
-    # Bronze only, then a forecaster that fails: its lake is unreachable.
-    materialize_day(defs, resources, instance, [keys.bronze], failed)
+    # The last day's data lands, then its forecaster fails: its lake is unreachable.
+    materialize_day(defs, resources, instance, data, failed)
     unreachable = {**resources, "lake": DeltaLake(root=str(tmp_path / "unmounted"))}
     broken = materialize_day(defs, unreachable, instance, [keys.forecaster], failed, raise_on_error=False)
     assert not broken.success
-    materialize_day(defs, resources, instance, [keys.bronze, keys.silver, keys.gold], partial)
-
-    lake = resources["lake"]
-    landed = lake.days(lake.table_uri(*keys.table(keys.bronze)))
-    assert landed == DAYS
-    gaps = find_gaps(instance, spec, landed)
-    both = [failed.isoformat(), partial.isoformat()]
-    assert gaps == {
-        keys.silver: [failed.isoformat()],
-        keys.gold: [failed.isoformat()],
-        keys.forecaster: both,
-        keys.release(keys.forecaster): both,
-        keys.predictions: both,
-        keys.drift: both,
-    }
     status = instance.get_status_by_partition(
         keys.forecaster, [failed.isoformat()], defs.resolve_assets_def(keys.forecaster).partitions_def
     )
     assert status[failed.isoformat()] == dg.AssetPartitionStatus.FAILED
 
-    sensor = defs.resolve_sensor_def(f"{spec.name}_gap_backfill")
-    with dg.build_sensor_context(
-        instance=instance, repository_def=defs.get_repository_def(), resources=resources
-    ) as context:
-        result = sensor(context)
-    (request,) = result.run_requests
-    subset = request.asset_graph_subset
-    assert subset is not None
-    requested = {key: sorted(subset.get_partitions_subset(key).get_partition_keys()) for key in subset.asset_keys}
-    assert requested == gaps
-    assert "scheduled backfill" in request.tags[BACKFILL_TAG]
+    zone = ZoneInfo(spec.schedules.timezone)
+    assert spec.schedules.backfill_cron == "30 3 * * *"
+    before_tick = dt.datetime(2027, 1, 5, 3, 0, tzinfo=zone)
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=before_tick)
+    # A failure is an attempt: nothing it read has changed, so nothing asks for it before the
+    # tick. The day's scoring never ran and needs no tick: the champion for the day before scores it.
+    for key in models:
+        assert requested(first, key) == [], key
+    for key in scoring:
+        assert requested(first, key) == [failed.isoformat()], key
+    materialize_day(defs, resources, instance, scoring, failed)
+    quiet = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, evaluation_time=before_tick + dt.timedelta(minutes=10), cursor=first.cursor
+    )
+    assert quiet.total_requested == 0
 
-    with dg.build_sensor_context(
-        instance=instance, repository_def=defs.get_repository_def(), cursor=result.cursor, resources=resources
-    ) as context:
-        again = sensor(context)
-    assert not again.run_requests, "one backfill per cron tick"
+    after_tick = dt.datetime(2027, 1, 5, 3, 31, tzinfo=zone)
+    healed = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, evaluation_time=after_tick, cursor=quiet.cursor
+    )
+    # The failed forecaster, with what it feeds on that day in the same run: the registry's
+    # decision, and the scoring that reads the decision.
+    for key in [*models, *scoring]:
+        assert requested(healed, key) == [failed.isoformat()], key
+    for key in data:
+        assert requested(healed, key) == [], key
 
-    # The backfill heals: running what it requested, in partition order, leaves no gap.
-    for day in (failed, partial):
-        materialize_day(defs, resources, instance, [keys.silver, keys.gold, *everything[3:]], day)
-        materialize_day(defs, resources, instance, [keys.predictions, keys.drift], day)
-    assert find_gaps(instance, spec, landed) == {}
+    later = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, evaluation_time=after_tick + dt.timedelta(minutes=10), cursor=healed.cursor
+    )
+    assert later.total_requested == 0, "asked for once per cron tick"
+
+    # Running what it asked for heals: the next tick finds nothing to retry.
+    materialize_day(defs, resources, instance, models, failed)
+    materialize_day(defs, resources, instance, scoring, failed)
+    next_tick = dt.datetime(2027, 1, 6, 3, 31, tzinfo=zone)
+    settled = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, evaluation_time=next_tick, cursor=later.cursor
+    )
+    assert settled.total_requested == 0
+
+
+def test_a_failed_ingestion_is_retried_after_the_backfill_tick(tmp_path, spec, instance, mlflow_tracking) -> None:
+    resources = {**local_resources(tmp_path / "mlops"), "mlflow_tracking": mlflow_tracking}
+    keys = DatasetKeys(spec)
+    defs = build_definitions([spec], resources)
+    simulate(resources["landing"], spec, START, days=1, meters=4, meters_per_file=4)
+    unreachable = {**resources, "lake": DeltaLake(root=str(tmp_path / "unmounted"))}
+    (tmp_path / "unmounted").write_text("a file where the lake's folder should be")
+    assert not materialize_day(defs, unreachable, instance, [keys.bronze], START, raise_on_error=False).success
+
+    zone = ZoneInfo(spec.schedules.timezone)
+    first = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, evaluation_time=dt.datetime(2027, 1, 5, 3, 0, tzinfo=zone)
+    )
+    assert requested(first, keys.bronze) == []
+    healed = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, evaluation_time=dt.datetime(2027, 1, 5, 3, 31, tzinfo=zone), cursor=first.cursor
+    )
+    assert requested(healed, keys.bronze) == [START.isoformat()]
 
 
 def test_nightly_retraining_picks_the_latest_partition_with_data(tmp_path, spec, instance, mlflow_tracking) -> None:

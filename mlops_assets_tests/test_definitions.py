@@ -38,7 +38,6 @@ def test_definitions_hold_every_layer_check_sensor_and_job(defs, spec) -> None:
         "smart_meter_landing_sensor",
         "lakehouse_automation",
         "smart_meter_drift_sensor",
-        "smart_meter_gap_backfill",
         "fail_runs_of_dead_workers",
         "end_mlflow_runs_of_failed_runs",
     }

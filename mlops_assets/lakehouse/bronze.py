@@ -24,7 +24,7 @@ from mlops_assets.lakehouse.delta import (
     written_table_metadata,
 )
 from mlops_assets.partitions import partition_starts, partitions_def
-from mlops_assets.policies import TRANSIENT_FAILURES
+from mlops_assets.policies import TRANSIENT_FAILURES, retried_at_backfill_tick
 from mlops_assets.storage.landing_zone import LandingFile, LandingZone
 
 SOURCE_FILE, SOURCE_ETAG, INGESTED_AT = "_source_file", "_source_etag", "_ingested_at"
@@ -163,6 +163,8 @@ def build_bronze_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         code_version=code_version,
         output_required=False,
         retry_policy=TRANSIENT_FAILURES,
+        # New files are requested by the landing sensors; a failed ingestion is retried nightly.
+        automation_condition=retried_at_backfill_tick(spec.schedules) & ~dg.AutomationCondition.in_progress(),
         # A backfill of many days lists, reads and commits them in one run.
         backfill_policy=dg.BackfillPolicy.single_run(),
         description=(

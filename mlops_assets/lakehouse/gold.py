@@ -99,7 +99,7 @@ def build_gold_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         kinds={"delta", "pandas"},
         code_version=code_version,
         output_required=False,
-        automation_condition=on_upstream_update(keys.reads),
+        automation_condition=on_upstream_update(keys.reads, spec.schedules),
         retry_policy=TRANSIENT_FAILURES,
         # A backfill of many days reads silver once and writes the days in one commit.
         backfill_policy=dg.BackfillPolicy.single_run(),

@@ -112,7 +112,7 @@ def build_silver_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         kinds={"delta", "pandas"},
         code_version=code_version,
         check_specs=rule_check_specs(spec, keys.silver),
-        automation_condition=on_upstream_update(keys.reads),
+        automation_condition=on_upstream_update(keys.reads, spec.schedules),
         retry_policy=TRANSIENT_FAILURES,
         # A backfill of many days reads, checks and writes them in one run.
         backfill_policy=dg.BackfillPolicy.single_run(),

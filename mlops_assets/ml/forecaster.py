@@ -43,7 +43,7 @@ def build_forecaster_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         code_version=code_version,
         io_manager_key="object_store",
         output_required=False,
-        automation_condition=on_upstream_update(keys.reads),
+        automation_condition=on_upstream_update(keys.reads, spec.schedules),
         retry_policy=TRANSIENT_FAILURES,
         description=(
             f"A {spec.model.family} model forecasting {spec.target_column} per {spec.entity_column}, "

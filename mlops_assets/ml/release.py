@@ -137,7 +137,7 @@ def build_release_asset(spec: DatasetSpec, candidate_key: dg.AssetKey) -> dg.Ass
         group_name="registry",
         kinds={"mlflow"},
         code_version=spec.code_version(RELEASE_CODE_VERSION, "registry"),
-        automation_condition=on_upstream_update(keys.reads),
+        automation_condition=on_upstream_update(keys.reads, spec.schedules),
         retry_policy=TRANSIENT_FAILURES,
         description=(
             f"The registry's decision for the {noun}: the {candidate_key.to_user_string()} model of the {noun} "

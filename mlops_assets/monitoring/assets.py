@@ -35,7 +35,7 @@ def build_drift_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         kinds={"pandas", "mlflow"},
         code_version=spec.code_version(DRIFT_CODE_VERSION, "features", "monitoring"),
         output_required=False,
-        automation_condition=on_upstream_update(keys.reads),
+        automation_condition=on_upstream_update(keys.reads, spec.schedules),
         retry_policy=TRANSIENT_FAILURES,
         description=(
             f"The {noun}'s error against the hold-out error of the model that scored it, and PSI and KS of its "

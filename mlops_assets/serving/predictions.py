@@ -36,7 +36,7 @@ def build_predictions_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         kinds={"delta", "mlflow"},
         code_version=PREDICTIONS_CODE_VERSION,
         output_required=False,
-        automation_condition=on_upstream_update(keys.reads),
+        automation_condition=on_upstream_update(keys.reads, spec.schedules),
         retry_policy=TRANSIENT_FAILURES,
         description=(
             f"Forecast {spec.target_column} for every gold row of the {noun} with the champion for the "
