@@ -11,13 +11,13 @@ built from the final state of what it reads.
 from __future__ import annotations
 
 import bisect
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import dagster as dg
 
 from mlops_assets.datasets.spec import ScheduleSpec
+from mlops_assets.digests import short_digest
 
 # Delta commit conflicts between concurrent runs, storage hiccups and a tracking store being
 # created by another process heal on their own.
@@ -35,7 +35,7 @@ def used_version_tag(key: dg.AssetKey) -> str:
     """``mlops/used.<asset>``: the tag holding the data version of ``key`` that a partition read."""
     name = f"used.{key.to_python_identifier()}"
     if len(name) > TAG_SECTION:
-        digest = hashlib.sha256(key.to_user_string().encode()).hexdigest()[:8]
+        digest = short_digest(key.to_user_string(), 8)
         name = f"{name[: TAG_SECTION - 9]}_{digest}"
     return f"mlops/{name}"
 

@@ -12,7 +12,6 @@ partition's registry decision, the champion, and how long it all took.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ import pandas as pd
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.devservices import running_process
+from mlops_assets.digests import short_digest
 from mlops_assets.ml.release import decision_for, registered_name
 from mlops_assets.profiles import local_resources
 from mlops_assets.run_queue import PRIORITY_TAG
@@ -266,10 +266,10 @@ def final_state(spec: DatasetSpec, resources: dict, instance: dg.DagsterInstance
             columns=[column for column in rows.columns if column in RUN_SPECIFIC or column.startswith("_")]
         )
         ordered = rows.sort_values(list(rows.columns), kind="stable").reset_index(drop=True)
-        tables[key.to_user_string()] = hashlib.sha256(
+        tables[key.to_user_string()] = short_digest(
             pd.util.hash_pandas_object(ordered, index=False).to_numpy().tobytes()
             + json.dumps(sorted(map(str, ordered.columns))).encode()
-        ).hexdigest()[:16]
+        )
     models, decisions = {}, {}
     release = keys.release(keys.forecaster)
     for partition in sorted(instance.get_materialized_partitions(keys.forecaster)):

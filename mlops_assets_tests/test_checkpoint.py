@@ -230,7 +230,7 @@ def test_a_killed_training_resumes_from_its_last_checkpoint_and_ends_with_the_sa
     parent_model = stored(DAYS[0])
     lake = resources["lake"]
     gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), DAYS).rows
-    window = (max(spec.start_date, DAYS[1] - dt.timedelta(days=spec.model.training_window - 1)), DAYS[1])
+    window = (max(spec.start_date, DAYS[1] - dt.timedelta(days=spec.model.window_partitions - 1)), DAYS[1])
     train, holdout, _ = new_rows(gold, spec, window, parent_model)
     trainer = make_trainer(spec.checkpoint.family, spec.target_column, spec.checkpoint.params, spec.checkpoint.seed)
     uninterrupted = train_day(

@@ -68,9 +68,7 @@ def test_a_killed_run_is_marked_failed_and_its_mlflow_run_ended(
         run_id = training.data.tags["dagster.run_id"]
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
         # A live worker is left alone through two ticks of the sensor that checks workers.
-        wait_for(
-            lambda: len(live_worker_ticks(instance)) >= 2, 60, "the dead-run sensor did not tick twice", log
-        )
+        wait_for(lambda: len(live_worker_ticks(instance)) >= 2, 60, "the dead-run sensor did not tick twice", log)
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
 
         start = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_START)[-1]

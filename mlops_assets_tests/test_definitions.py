@@ -53,7 +53,7 @@ def test_definitions_hold_every_layer_check_sensor_and_job(defs, spec) -> None:
         assert graph.get(release).parent_keys == {candidate, release}
     # A model's whole training window is a dependency, not its own day only.
     window = graph.get(keys.forecaster).partition_mappings[keys.gold]
-    assert (window.start_offset, window.end_offset) == (-(spec.model.training_window - 1), 0)
+    assert (window.start_offset, window.end_offset) == (-(spec.model.window_partitions - 1), 0)
     # The champion that scores a day is the registry's decision for the day before.
     assert graph.get(keys.predictions).parent_keys == {keys.gold, keys.release(keys.forecaster)}
     assert defs.resolve_job_def("smart_meter_lifecycle").partitions_def == graph.get(keys.bronze).partitions_def

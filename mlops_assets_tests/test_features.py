@@ -58,9 +58,9 @@ def test_first_day_has_no_24h_lag(spec) -> None:
 def test_rules_warn_drop_and_report_failures() -> None:
     rows = pd.DataFrame({"kwh": [1.0, None, -2.0, 3.0], "temperature": [1.0, 2.0, 99.0, None]})
     rules = [
-        QualityRule("kwh_present", "kwh.notna()", "drop"),
-        QualityRule("kwh_in_range", "kwh >= 0 and kwh <= 50", "drop"),
-        QualityRule("temperature_plausible", "temperature.between(-40, 50)", "warn"),
+        QualityRule(name="kwh_present", expr="kwh.notna()", action="drop"),
+        QualityRule(name="kwh_in_range", expr="kwh >= 0 and kwh <= 50", action="drop"),
+        QualityRule(name="temperature_plausible", expr="temperature.between(-40, 50)", action="warn"),
     ]
     kept, outcomes = apply_rules(rows, rules)
     assert kept["kwh"].tolist() == [1.0, 3.0]

@@ -33,7 +33,7 @@ def _gold_days(home, spec, instance, days, meters: int = 16) -> tuple[dict, dg.D
     those of a spec whose model cannot learn (one boosting round barely moves from the mean)."""
     resources = local_resources(home)
     keys = DatasetKeys(spec)
-    weak = dataclasses.replace(spec, model=dataclasses.replace(spec.model, params={"max_iter": 1}))
+    weak = spec.model_copy(update={"model": spec.model.model_copy(update={"params": {"max_iter": 1}})})
     defs, weak_defs = build_definitions([spec], resources), build_definitions([weak], resources)
     simulate(resources["landing"], spec, days[0], days=len(days), meters=meters, meters_per_file=8)
     for day in days:
@@ -65,8 +65,8 @@ def test_the_gate_refuses_what_the_seasonal_naive_forecast_beats(home, spec, ins
     """A model that barely moves from the mean is worse than repeating yesterday's value: with no
     thresholds in the spec at all, it must still never become champion."""
     resources, defs, weak_defs = _gold_days(home, spec, instance, DAYS[:2])
-    no_thresholds = dataclasses.replace(spec, gate=dataclasses.replace(spec.gate, thresholds={}))
-    weak = dataclasses.replace(no_thresholds, model=dataclasses.replace(spec.model, params={"max_iter": 1}))
+    no_thresholds = spec.model_copy(update={"gate": spec.gate.model_copy(update={"thresholds": {}})})
+    weak = no_thresholds.model_copy(update={"model": spec.model.model_copy(update={"params": {"max_iter": 1}})})
     keys = DatasetKeys(spec)
     refused = _decide(build_definitions([weak], resources), resources, instance, keys, DAYS[1])
     verdict = _gate(refused)
@@ -186,7 +186,7 @@ def test_an_identical_candidate_is_not_registered_again(home, spec, instance) ->
 
 def test_a_dry_run_records_the_decision_and_moves_nothing(home, spec, instance) -> None:
     resources, _, _ = _gold_days(home, spec, instance, DAYS[:2])
-    dry = dataclasses.replace(spec, gate=dataclasses.replace(spec.gate, dry_run=True))
+    dry = spec.model_copy(update={"gate": spec.gate.model_copy(update={"dry_run": True})})
     keys = DatasetKeys(spec)
     result = _decide(build_definitions([dry], resources), resources, instance, keys, DAYS[1])
     assert _gate(result).passed

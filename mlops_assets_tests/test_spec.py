@@ -150,7 +150,7 @@ def test_monthly_partitions_take_a_pattern_without_a_day_and_a_window_in_months(
     raw["quality"] = [rule for rule in raw["quality"] if "event_date" not in rule["expr"]]
     spec = parse_spec(raw)
     assert spec.start_date == dt.date(2026, 1, 1), "a monthly partition starts on the first"
-    assert spec.model.training_window == 24
+    assert spec.model.window_partitions == 24
     assert [lag.label for lag in spec.features.lags] == ["1mo", "2mo", "12mo"]
     raw["model"]["training_window"] = "10d"
     assert "model.training_window: 10d is not a whole number of months" in _error(raw)
@@ -206,3 +206,26 @@ def test_a_cron_that_dagster_cannot_schedule_is_reported(raw: dict[str, Any], fi
 def test_an_unknown_time_zone_is_reported(raw: dict[str, Any]) -> None:
     raw["schedules"]["timezone"] = "Europe/Atlantis"
     assert _error(raw) == "broken.yaml: schedules.timezone: unknown time zone 'Europe/Atlantis'"
+
+
+def test_wrong_types_and_values_in_every_section_are_reported_at_once(raw: dict[str, Any]) -> None:
+    raw["model"]["seed"] = "x"
+    raw["checkpoint"]["epochs"] = True
+    raw["registry"]["dry_run"] = "yes"
+    raw["registry"]["thresholds"] = {"speed": {"max": 1}, "wape": {"maxx": 2}}
+    raw["landing"]["formats"] = ["xml"]
+    raw["tuning"]["space"]["learning_rate"] = {"low": 3, "high": 1}
+    with pytest.raises(SpecError) as caught:
+        parse_spec(raw, source="broken.yaml")
+    problems = caught.value.problems
+    assert len(problems) == 7, problems
+    for expected in (
+        "broken.yaml: model.seed: 'x' must be a whole number",
+        "broken.yaml: checkpoint.epochs: True must be a whole number",
+        "broken.yaml: registry.dry_run: 'yes' must be true or false",
+        "broken.yaml: registry.thresholds.speed: unknown metric 'speed'",
+        "broken.yaml: registry.thresholds.wape.maxx: unknown bound 'maxx'",
+        "broken.yaml: landing.formats: unknown format 'xml'",
+        "broken.yaml: tuning.space.learning_rate: needs numbers low < high",
+    ):
+        assert any(problem.startswith(expected) for problem in problems), (expected, problems)

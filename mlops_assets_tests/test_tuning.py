@@ -3,7 +3,6 @@ run per trial, and the best parameters read back from the asset's materializatio
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import math
 
@@ -13,7 +12,7 @@ import pandas as pd
 import pytest
 
 from mlops_assets.datasets.keys import DatasetKeys
-from mlops_assets.datasets.spec import DatasetSpec
+from mlops_assets.datasets.spec import DatasetSpec, parse_spec
 from mlops_assets.landing.simulate import simulate
 from mlops_assets.ml.trainer import train_forecaster
 from mlops_assets.ml.tuning import build_tuning_asset, tuned_params
@@ -29,11 +28,10 @@ WINDOW_DAYS = 2
 def search_spec(spec: DatasetSpec) -> DatasetSpec:
     """The bundled spec with a short search over a window shorter than the gold days."""
     assert spec.tuning is not None
-    return dataclasses.replace(
-        spec,
-        model=dataclasses.replace(spec.model, training_window=WINDOW_DAYS),
-        tuning=dataclasses.replace(spec.tuning, trials=TRIALS),
-    )
+    raw = spec.model_dump(mode="json", by_alias=True)
+    raw["model"]["training_window"] = f"{WINDOW_DAYS}d"
+    raw["tuning"]["trials"] = TRIALS
+    return parse_spec(raw)
 
 
 @pytest.fixture
@@ -65,7 +63,7 @@ def _trial_runs(mlflow_tracking, parent_run_id: str) -> pd.DataFrame:
 
 
 def _in_space(name: str, value: str, spec: DatasetSpec) -> bool:
-    (param,) = [param for param in spec.tuning.space if param.name == name]
+    param = spec.tuning.space[name]
     if param.kind == "categorical":
         return value in {str(choice) for choice in param.choices}
     number = float(value)
@@ -83,13 +81,13 @@ def test_the_asset_is_an_unpartitioned_by_hand_search(spec) -> None:
     assert asset.specs_by_key[keys.tuning].kinds == {"optuna", "mlflow", "scikit-learn"}
     assert asset.automation_conditions_by_key.get(keys.tuning) is None
     assert keys.gold in {dep.asset_key for dep in asset.specs_by_key[keys.tuning].deps}
-    retuned = dataclasses.replace(spec, raw={**spec.raw, "tuning": {"trials": 99, "space": {}}})
+    retuned = spec.model_copy(update={"tuning": spec.tuning.model_copy(update={"trials": 99})})
     assert build_tuning_asset(retuned).code_versions_by_key[keys.tuning] != asset.code_versions_by_key[keys.tuning]
 
 
 def test_a_spec_without_tuning_has_no_search(spec) -> None:
     with pytest.raises(ValueError, match="tuning"):
-        build_tuning_asset(dataclasses.replace(spec, tuning=None))
+        build_tuning_asset(spec.model_copy(update={"tuning": None}))
 
 
 def test_search_logs_one_nested_run_per_trial_and_keeps_the_best(
@@ -105,7 +103,7 @@ def test_search_logs_one_nested_run_per_trial_and_keeps_the_best(
     assert metadata["trials"].value == TRIALS
     assert len(trials) == TRIALS
     assert sorted(trials["tags.mlflow.runName"]) == sorted(f"trial-{number}" for number in range(TRIALS))
-    space = {param.name for param in search_spec.tuning.space}
+    space = set(search_spec.tuning.space)
     for _, trial in trials.iterrows():
         logged = {
             column.removeprefix("params."): value for column, value in trial.items() if column.startswith("params.")
@@ -151,8 +149,8 @@ def test_search_reads_the_latest_window_and_scores_as_the_forecaster(
     assert metadata["baseline_mae"].value == pytest.approx(baseline.metrics["mae"])
 
     best_params = metadata["best_params"].value
-    tuned_spec = dataclasses.replace(
-        search_spec, model=dataclasses.replace(search_spec.model, params={**search_spec.model.params, **best_params})
+    tuned_spec = search_spec.model_copy(
+        update={"model": search_spec.model.model_copy(update={"params": {**search_spec.model.params, **best_params}})}
     )
     tuned = train_forecaster(gold, tuned_spec, window)
     assert tuned.forecaster.estimator.get_params()["random_state"] == search_spec.model.seed
@@ -169,8 +167,8 @@ def test_search_is_reproducible_and_the_latest_search_wins(gold_days, search_spe
     assert second["best_mae"].value == pytest.approx(first["best_mae"].value)
     assert second["mlflow_run_id"].value != first["mlflow_run_id"].value
 
-    reseeded = dataclasses.replace(
-        search_spec, model=dataclasses.replace(search_spec.model, seed=search_spec.model.seed + 1)
+    reseeded = search_spec.model_copy(
+        update={"model": search_spec.model.model_copy(update={"seed": search_spec.model.seed + 1})}
     )
     third = _tune(reseeded, resources, instance).metadata
     assert third["best_params"].value != first["best_params"].value

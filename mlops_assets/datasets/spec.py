@@ -1,46 +1,48 @@
-"""Dataset specs: the YAML files that declare a dataset, loaded and validated.
+"""Dataset specs: the YAML files that declare a dataset, as a typed, validated model.
 
 A spec names everything the pipeline needs to know about a dataset (landing layout,
 columns and their types, quality rules, feature recipe, model family), so that a
-second dataset needs a new YAML file and no new code.
+second dataset needs a new YAML file and no new code. The model below is the one
+description of that file: its fields, types, defaults and the rules across fields.
+A problem is reported as ``<file>: <field>: <what is wrong>``, one line each, every
+problem of the file at once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 import pandas as pd
+import pydantic
 import yaml
+from pydantic import BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
-from mlops_assets.datasets.path_pattern import PathPattern, PathPatternError
-from mlops_assets.datasets.periods import GRAINS, Grain, Span, default_season
+from mlops_assets.datasets.path_pattern import PathPattern
+from mlops_assets.datasets.periods import Grain, Span, default_season
+from mlops_assets.digests import short_digest
 
-COLUMN_TYPES = ("string", "int", "float", "bool", "timestamp", "date")
-FILE_FORMATS = ("csv", "jsonl", "parquet")
-RULE_ACTIONS = ("warn", "drop", "fail")
-CALENDAR_FEATURES = ("hour", "dayofweek", "dayofyear", "weekofyear", "month", "is_weekend")
-MODEL_FAMILIES = ("hist_gradient_boosting", "random_forest", "ridge")
-CHECKPOINT_FAMILIES = ("mlp",)
-GATE_METRICS = ("mae", "rmse", "wape", "r2", "skill")
+ColumnType = Literal["string", "int", "float", "bool", "timestamp", "date"]
+COLUMN_TYPES: tuple[str, ...] = typing.get_args(ColumnType)
+FileFormat = Literal["csv", "jsonl", "parquet"]
+RuleAction = Literal["warn", "drop", "fail"]
+CalendarFeature = Literal["hour", "dayofweek", "dayofyear", "weekofyear", "month", "is_weekend"]
+ModelFamily = Literal["hist_gradient_boosting", "random_forest", "ridge"]
+GateMetric = Literal["mae", "rmse", "wape", "r2", "skill"]
 # Metrics where a larger value is the better model; for the others smaller is better.
 HIGHER_IS_BETTER = frozenset({"r2", "skill"})
-PARAM_KINDS = ("float", "int", "categorical")
 ROLE_TYPES = {
     "timestamp_column": ("timestamp",),
     "entity_column": ("string", "int"),
     "target_column": ("float", "int"),
 }
-
-RuleAction = Literal["warn", "drop", "fail"]
 
 # The event day a row belongs to: the Dagster daily partition, and the Delta partition
 # column of every table. Quality rules can refer to it.
@@ -55,26 +57,93 @@ class SpecError(ValueError):
         self.problems = problems or [message]
 
 
-@dataclass(frozen=True)
-class LandingSpec:
+def _span(value: Any) -> Span:
+    return value if isinstance(value, Span) else Span.parse(value)
+
+
+def _pattern(value: Any) -> PathPattern:
+    return value if isinstance(value, PathPattern) else PathPattern(str(value))
+
+
+def _date(value: Any) -> dt.date:
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError as error:
+        raise ValueError(f"{value!r} is not a date such as 2026-01-01") from error
+
+
+def _cron(value: Any) -> str:
+    """A cron expression Dagster schedules accept, so a spec fails on load, not at deploy."""
+    try:
+        if isinstance(value, str):
+            dg.ScheduleDefinition(name="spec_check", cron_schedule=value, job_name="spec_check")
+            return value
+    except dg.DagsterInvalidDefinitionError:
+        pass
+    raise ValueError(f"{value!r} is not a cron expression such as '0 2 * * *'")
+
+
+def _timezone(value: Any) -> str:
+    try:
+        ZoneInfo(str(value))
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(f"unknown time zone {value!r}") from error
+    return str(value)
+
+
+def _text(kind: str) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", "description": kind})
+
+
+SpanText = Annotated[Span, BeforeValidator(_span), PlainSerializer(str), _text("a length such as 15min, 1h, 1d, 1mo")]
+PatternText = Annotated[
+    PathPattern, BeforeValidator(_pattern), PlainSerializer(lambda p: p.pattern), _text("a path pattern")
+]
+DateText = Annotated[dt.date, BeforeValidator(_date), _text("a date such as 2026-01-01")]
+Cron = Annotated[str, BeforeValidator(_cron)]
+TimeZone = Annotated[str, BeforeValidator(_timezone)]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+Whole = Annotated[int, Field(strict=True, ge=1)]
+Number = Annotated[float, Field(strict=True)]
+
+
+class Section(pydantic.BaseModel):
+    """A part of a spec: unknown fields are refused, so a typo never passes as a default."""
+
+    model_config = ConfigDict(
+        extra="forbid", validate_by_name=True, validate_by_alias=True, arbitrary_types_allowed=True
+    )
+
+
+class LandingSpec(Section):
     """Where the dataset's files land: a prefix in the landing zone and a path pattern."""
 
-    prefix: str
-    path_pattern: PathPattern
-    formats: tuple[str, ...]
+    prefix: str = Field(description="Folder of the landing zone holding the dataset's files.")
+    path_pattern: PatternText = Field(
+        description="Where the event day sits in a file's path below the prefix, e.g. {yyyy}/{mm}/{dd}/{name}."
+    )
+    formats: tuple[FileFormat, ...] = Field(min_length=1, description="File formats accepted.")
+
+    @pydantic.field_validator("prefix")
+    @classmethod
+    def _relative(cls, prefix: str) -> str:
+        prefix = prefix.strip("/")
+        if any(segment in ("", ".", "..") for segment in prefix.split("/")):
+            raise ValueError(f"{prefix!r} must be a relative path without '.' or '..'")
+        return prefix
 
 
-@dataclass(frozen=True)
-class QualityRule:
+class QualityRule(Section):
     """An expectation on silver rows: ``expr`` is true for a good row."""
 
-    name: str
-    expr: str
-    action: RuleAction
+    name: Identifier = Field(description="The rule's name, and its asset check's.")
+    expr: str = Field(min_length=1, description="A pandas expression over the columns and event_date.")
+    action: RuleAction = Field(description="warn keeps the row, drop removes it, fail stops the partition.")
 
 
-@dataclass(frozen=True)
-class FeatureSpec:
+class FeatureSpec(Section):
     """The gold feature recipe: target lags, trailing means, calendar and exogenous columns.
 
     Lags and windows are whole numbers of the series' periods. ``season`` is the lag of
@@ -82,35 +151,43 @@ class FeatureSpec:
     ``lags`` (added when the spec does not list it).
     """
 
-    lags: tuple[Span, ...]
-    rolling_means: tuple[Span, ...]
-    calendar: tuple[str, ...]
-    exogenous: tuple[str, ...]
-    season: Span
+    lags: tuple[SpanText, ...] = Field(default=(), description="Lags of the target.")
+    rolling_means: tuple[SpanText, ...] = Field(default=(), description="Trailing means of the target.")
+    calendar: tuple[CalendarFeature, ...] = Field(default=(), description="Calendar fields of the timestamp.")
+    exogenous: tuple[str, ...] = Field(default=(), description="Declared columns used as they are.")
+    season: SpanText | None = Field(
+        default=None, description="Lag of the seasonal-naive forecast; by default set by the frequency."
+    )
 
     @property
     def spans(self) -> tuple[Span, ...]:
         return (*self.lags, *self.rolling_means)
 
 
-@dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(Section):
     """The forecaster: model family, its hyper-parameters and how it is trained.
 
-    ``training_window`` is how many partitions (days, or months) ending on the model's
-    own partition it trains on; the latest ``holdout_fraction`` of their periods are held
-    out for its metrics and the gate.
+    ``training_window`` is how much history ending on the model's own partition it trains
+    on (``window_partitions`` partitions); the latest ``holdout_fraction`` of their periods
+    are held out for its metrics and the gate.
     """
 
-    family: str
-    params: Mapping[str, Any]
-    seed: int
-    training_window: int
-    holdout_fraction: float
+    family: ModelFamily = Field(description="The scikit-learn model.")
+    params: dict[str, Any] = Field(default_factory=dict, description="The model's hyper-parameters.")
+    seed: Annotated[int, Field(strict=True)] = Field(default=0, description="Random seed.")
+    training_window: SpanText | None = Field(
+        default=None, description="History trained on, in days (daily) or months (monthly); 7d or 12mo by default."
+    )
+    holdout_fraction: Number = Field(default=0.2, gt=0, lt=1, description="Share of periods held out.")
+    _window_partitions: int = pydantic.PrivateAttr(default=0)
+
+    @property
+    def window_partitions(self) -> int:
+        """The training window in partitions (days, or months), the model's own included."""
+        return self._window_partitions
 
 
-@dataclass(frozen=True)
-class CheckpointSpec:
+class CheckpointSpec(Section):
     """The continued-training model: each partition continues from the checkpoint before it.
 
     Each partition runs ``epochs`` passes over the rows that became available for
@@ -118,16 +195,15 @@ class CheckpointSpec:
     ``checkpoint_every`` epochs, from which a killed or retried run resumes.
     """
 
-    family: str
-    params: Mapping[str, Any]
-    seed: int
-    epochs: int
-    checkpoint_every: int
+    family: Literal["mlp"] = Field(default="mlp", description="The continued-training network.")
+    params: dict[str, Any] = Field(default_factory=dict, description="The network's hyper-parameters.")
+    seed: Annotated[int, Field(strict=True)] = Field(default=0, description="Random seed.")
+    epochs: Whole = Field(default=20, description="Passes over a partition's new rows.")
+    checkpoint_every: Whole = Field(default=5, description="Epochs between stored checkpoints.")
 
 
-@dataclass(frozen=True)
-class GateSpec:
-    """When a candidate model may become the champion.
+class GateSpec(Section):
+    """When a candidate model may become the champion (the spec's ``registry`` section).
 
     A candidate passes when it beats the seasonal-naive forecast on its hold-out (skill
     above ``min_skill``), meets the absolute ``thresholds`` (``{metric: {min: x, max: y}}``),
@@ -137,17 +213,20 @@ class GateSpec:
     ``model_name``, the checkpoint model as ``checkpoint_model_name``.
     """
 
-    model_name: str
-    checkpoint_model_name: str
-    metric: str
-    margin: float
-    min_skill: float
-    thresholds: Mapping[str, Mapping[str, float]]
-    dry_run: bool
+    model_name: str = Field(default="", description="Registered name of the forecaster; <dataset>_forecaster.")
+    checkpoint_model_name: str = Field(
+        default="", description="Registered name of the checkpoint model; <dataset>_checkpoint."
+    )
+    metric: GateMetric = Field(default="mae", description="Metric compared with the champion's.")
+    margin: Number = Field(default=0.05, ge=0, description="How much worse than the champion a candidate may be.")
+    min_skill: Number = Field(default=0.0, lt=1, description="Skill over the seasonal-naive forecast to exceed.")
+    thresholds: dict[GateMetric, dict[Literal["min", "max"], Number]] = Field(
+        default_factory=dict, description="Absolute bounds per metric."
+    )
+    dry_run: Annotated[bool, Field(strict=True)] = Field(default=False, description="Record decisions, move nothing.")
 
 
-@dataclass(frozen=True)
-class MonitoringSpec:
+class MonitoringSpec(Section):
     """Drift of a partition against a comparable one (the same partition a year before, or the
     scoring model's hold-out).
 
@@ -159,80 +238,226 @@ class MonitoringSpec:
     when ``retrain_after_drifted`` of the last ``retrain_window`` judged partitions drifted.
     """
 
-    psi_threshold: float
-    ks_threshold: float
-    bins: int
-    min_rows: int
-    drifted_share: float
-    error_ratio: float
-    retrain_after_drifted: int
-    retrain_window: int
+    psi_threshold: Number = Field(default=1.0, gt=0)
+    ks_threshold: Number = Field(default=0.5, gt=0)
+    drifted_share: Number = Field(default=0.5, gt=0, le=1)
+    error_ratio: Number = Field(default=2.0, gt=0)
+    bins: Annotated[int, Field(strict=True, ge=2)] = 10
+    min_rows: Whole = 30
+    retrain_after_drifted: Whole = 3
+    retrain_window: Whole = 7
 
 
-@dataclass(frozen=True)
-class ScheduleSpec:
-    """Nightly retraining and the scheduled gap backfill, as cron expressions in ``timezone``."""
+class ScheduleSpec(Section):
+    """Nightly retraining and the healing of failed partitions, as cron expressions in ``timezone``."""
 
-    timezone: str
-    retrain_cron: str
-    backfill_cron: str
+    timezone: TimeZone = Field(default="UTC", description="Time zone of the crons.")
+    retrain_cron: Cron = Field(default="0 2 * * *", alias="retrain", description="When the nightly retraining runs.")
+    backfill_cron: Cron = Field(
+        default="30 3 * * *", alias="backfill", description="After which tick failed partitions are retried."
+    )
 
 
-@dataclass(frozen=True)
-class SearchParam:
+class SearchRange(Section):
     """One hyper-parameter of the search space: a float or int range, or a list of choices."""
 
-    name: str
-    kind: str
-    low: float | None = None
-    high: float | None = None
+    low: Number | None = None
+    high: Number | None = None
     log: bool = False
-    choices: tuple[Any, ...] = ()
+    type: Literal["int", "float"] | None = None
+    choices: list[Any] | None = Field(default=None, min_length=1)
+
+    @pydantic.model_validator(mode="after")
+    def _range_or_choices(self) -> SearchRange:
+        if self.choices is None:
+            if self.low is None or self.high is None or not self.low < self.high:
+                raise ValueError(
+                    f"needs numbers low < high, or a list of choices (got low={self.low}, high={self.high})"
+                )
+            if self.log and self.low <= 0:
+                raise ValueError("a log-scale range must have low > 0")
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.choices is not None:
+            return "categorical"
+        whole = float(self.low).is_integer() and float(self.high).is_integer()
+        return self.type or ("int" if whole else "float")
 
 
-@dataclass(frozen=True)
-class TuningSpec:
+class TuningSpec(Section):
     """The opt-in hyper-parameter search: ``trials`` Optuna trials over ``space``."""
 
-    trials: int
-    space: tuple[SearchParam, ...]
+    trials: Whole = 20
+    space: dict[str, SearchRange] = Field(min_length=1, description="Hyper-parameters and their ranges.")
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
+class DatasetSpec(Section):
     """One dataset, as declared in its YAML spec."""
 
-    name: str
-    description: str
-    start_date: dt.date
-    frequency: Span
-    grain: Grain
+    name: Identifier = Field(description="The dataset's name: asset keys, tables and models are named after it.")
+    description: str = Field(default="", description="What the data is.")
+    frequency: SpanText = Field(description="How often the series is measured: 15min, 1h, 1d, 1w, 1mo, 1y.")
+    partitions: Literal["daily", "monthly"] = Field(default="daily", description="What one partition holds.")
+    start_date: DateText = Field(description="The first partition.")
     landing: LandingSpec
-    columns: Mapping[str, str]
+    columns: dict[str, ColumnType] = Field(min_length=1, description="Declared columns and their types.")
     timestamp_column: str
     entity_column: str
     target_column: str
-    quality: tuple[QualityRule, ...]
+    quality: tuple[QualityRule, ...] = ()
     features: FeatureSpec
     model: ModelSpec
-    checkpoint: CheckpointSpec
-    gate: GateSpec
-    monitoring: MonitoringSpec
-    schedules: ScheduleSpec
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    gate: GateSpec = Field(default_factory=GateSpec, alias="registry")
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    schedules: ScheduleSpec = Field(default_factory=ScheduleSpec)
     tuning: TuningSpec | None = None
-    source: str = field(default="<memory>", compare=False)
-    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    _source: str = pydantic.PrivateAttr(default="<memory>")
 
-    def code_version(self, base: str, *sections: str) -> str:
-        """``base`` (the version of the code) with a digest of the spec sections the asset is
-        built from, so that Dagster marks the asset stale when either changes."""
-        text = json.dumps({section: self.raw.get(section) for section in sections}, sort_keys=True, default=str)
-        return f"{base}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    @property
+    def source(self) -> str:
+        """The file the spec was read from."""
+        return self._source
+
+    @property
+    def grain(self) -> Grain:
+        return Grain(self.partitions)
 
     @property
     def required_columns(self) -> tuple[str, ...]:
         """Columns without which a landing file cannot be ingested at all."""
         return (self.timestamp_column, self.entity_column, self.target_column)
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The spec as the plain values of a YAML file (defaults filled in)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def code_version(self, base: str, *sections: str) -> str:
+        """``base`` (the version of the code) with a digest of the spec sections the asset is
+        built from, so that Dagster marks the asset stale when either changes."""
+        dumped = self.raw
+        return f"{base}-{short_digest(json.dumps({s: dumped.get(s) for s in sections}, sort_keys=True), 8)}"
+
+    @pydantic.field_validator("columns")
+    @classmethod
+    def _case_twins(cls, columns: dict[str, str]) -> dict[str, str]:
+        lowered = [column.lower() for column in columns]
+        twins = sorted(column for column in columns if lowered.count(column.lower()) > 1)
+        if twins:
+            raise ValueError(f"{twins} differ only in case; Delta column names are case-insensitive")
+        return columns
+
+    @pydantic.model_validator(mode="after")
+    def _across_fields(self) -> DatasetSpec:
+        """The rules that tie fields together; fills the defaults that depend on other fields."""
+        problems: list[str] = []
+        self.start_date = self.grain.floor(self.start_date)
+        for role, allowed in ROLE_TYPES.items():
+            column = getattr(self, role)
+            if column not in self.columns:
+                problems.append(f"{role}: {column!r} is not one of the declared columns {sorted(self.columns)}")
+            elif self.columns[column] not in allowed:
+                problems.append(
+                    f"{role}: {column!r} has type {self.columns[column]}; a {role} must be {' or '.join(allowed)}"
+                )
+        if self.partitions == "daily" and not self.landing.path_pattern.has_day:
+            problems.append(
+                f"landing.path_pattern: {self.landing.path_pattern.pattern!r} must contain {{dd}} for daily "
+                "partitions (or set partitions: monthly)"
+            )
+        problems += self._rule_problems() + self._feature_problems() + self._model_problems()
+        names = {"model_name": f"{self.name}_forecaster", "checkpoint_model_name": f"{self.name}_checkpoint"}
+        for key, default in names.items():
+            setattr(self.gate, key, getattr(self.gate, key).strip() or default)
+        if self.gate.model_name == self.gate.checkpoint_model_name:
+            problems.append("registry.checkpoint_model_name: must differ from registry.model_name")
+        for metric, bounds in self.gate.thresholds.items():
+            if not bounds:
+                problems.append(f"registry.thresholds.{metric}: give a min, a max or both")
+        if self.monitoring.retrain_after_drifted > self.monitoring.retrain_window:
+            problems.append(
+                f"monitoring.retrain_after_drifted: {self.monitoring.retrain_after_drifted} cannot exceed "
+                f"monitoring.retrain_window ({self.monitoring.retrain_window})"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def _rule_problems(self) -> list[str]:
+        problems = []
+        probe = empty_frame(self.columns).assign(**{PARTITION_COLUMN: pd.Series(dtype=object)})
+        seen: set[str] = set()
+        for index, rule in enumerate(self.quality):
+            if rule.name in seen:
+                problems.append(f"quality[{index}].name: rule name {rule.name!r} is used twice")
+            seen.add(rule.name)
+            try:
+                probe.eval(rule.expr, engine="python")
+            except (NameError, SyntaxError, TypeError, AttributeError, ValueError, KeyError) as error:
+                problems.append(
+                    f"quality[{index}].expr: cannot evaluate {rule.expr!r} on the declared columns: {error}"
+                )
+        return problems
+
+    def _feature_problems(self) -> list[str]:
+        features, frequency, problems = self.features, self.frequency, []
+        for key in ("lags", "rolling_means"):
+            for span in getattr(features, key):
+                try:
+                    span.periods(frequency)
+                except ValueError as error:
+                    problems.append(f"features.{key}: {error} (frequency {frequency})")
+        roles = {self.timestamp_column, self.entity_column, self.target_column}
+        for column in features.exogenous:
+            if column not in self.columns or column in roles:
+                problems.append(
+                    f"features.exogenous: {column!r} must be a declared column other than the timestamp, entity "
+                    "and target"
+                )
+        taken = sorted(set(features.calendar) & set(self.columns))
+        if taken:
+            problems.append(
+                f"features.calendar: {taken} would overwrite the declared column(s) of the same name; rename the "
+                "column(s) in `columns`"
+            )
+        features.season = features.season or default_season(frequency)
+        try:
+            season = features.season.periods(frequency)
+        except ValueError as error:
+            return [*problems, f"features.season: {error} (frequency {frequency})"]
+        if problems:
+            return problems
+        if not any(lag.periods(frequency) == season for lag in features.lags):
+            features.lags = (*features.lags, features.season)
+        for key in ("lags", "rolling_means"):
+            values = getattr(features, key)
+            if len({span.periods(frequency) for span in values}) < len(values):
+                problems.append(f"features.{key}: {[str(span) for span in values]} name the same length twice")
+        return problems
+
+    def _model_problems(self) -> list[str]:
+        window = self.model.training_window or Span.parse("7d" if self.partitions == "daily" else "12mo")
+        try:
+            self.model._window_partitions = self.grain.count(window)
+        except ValueError as error:
+            return [f"model.training_window: {error}"]
+        return []
+
+
+def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
+    """An empty frame with the pandas dtypes of the declared column types."""
+    dtypes = {
+        "string": "string",
+        "int": "Int64",
+        "float": "float64",
+        "bool": "boolean",
+        "timestamp": "datetime64[us, UTC]",
+        "date": "object",
+    }
+    return pd.DataFrame({name: pd.Series(dtype=dtypes[kind]) for name, kind in columns.items()})
 
 
 def bundled_spec_paths() -> list[Path]:
@@ -282,500 +507,107 @@ def load_spec(path: str | Path) -> DatasetSpec:
     return parse_spec(raw, source=path.name)
 
 
-TOP_LEVEL_FIELDS = (
-    "name",
-    "description",
-    "start_date",
-    "frequency",
-    "partitions",
-    "landing",
-    "columns",
-    "timestamp_column",
-    "entity_column",
-    "target_column",
-    "quality",
-    "features",
-    "model",
-    "checkpoint",
-    "registry",
-    "monitoring",
-    "schedules",
-    "tuning",
-)
-
-
 def parse_spec(raw: Any, source: str = "<memory>") -> DatasetSpec:
-    """Validate a spec already read from YAML into plain Python values.
-
-    Every section is checked, so one :class:`SpecError` lists every problem found, one
-    line each (``<file>: <field>: <what is wrong>``).
-    """
-    reader = _Reader(source)
-    top = reader.mapping(raw, "spec")
-    reader.known_fields(top, TOP_LEVEL_FIELDS, "")
-    problems: list[str] = []
-
-    def section(parse: Any, *args: Any) -> Any:
-        try:
-            return parse(*args)
-        except SpecError as error:
-            problems.extend(error.problems)
-            return None
-
-    name = section(reader.identifier, top, "name")
-    start_date = section(reader.date, top, "start_date")
-    frequency = section(_frequency, reader, top)
-    grain = section(_grain, reader, top)
-    columns = section(_columns, reader, top)
-    roles = section(_roles, reader, top, columns) if columns is not None else None
-    landing = section(_landing, reader, top.get("landing"), grain)
-    quality = section(_rules, reader, top.get("quality", []), columns) if columns is not None else None
-    features = None
-    if columns is not None and roles is not None and frequency is not None:
-        features = section(_features, reader, top.get("features"), columns, roles, frequency)
-    model = section(_model, reader, top.get("model"), grain) if grain is not None else None
-    checkpoint = section(_checkpoint, reader, top.get("checkpoint") or {})
-    gate = section(_gate, reader, top.get("registry") or {}, name or "dataset")
-    monitoring = section(_monitoring, reader, top.get("monitoring") or {})
-    schedules = section(_schedules, reader, top.get("schedules") or {})
-    tuning = section(_tuning, reader, top["tuning"]) if top.get("tuning") is not None else None
-    problems = [*reader.problems, *problems]
-    if problems:
-        raise SpecError("\n".join(problems), problems)
-    return DatasetSpec(
-        name=name,
-        description=str(top.get("description", "")),
-        start_date=grain.floor(start_date),
-        frequency=frequency,
-        grain=grain,
-        landing=landing,
-        columns=dict(columns),
-        quality=tuple(quality),
-        features=features,
-        model=model,
-        checkpoint=checkpoint,
-        gate=gate,
-        monitoring=monitoring,
-        schedules=schedules,
-        tuning=tuning,
-        source=source,
-        raw=dict(top),
-        **roles,
-    )
-
-
-def empty_frame(columns: Mapping[str, str]) -> pd.DataFrame:
-    """An empty frame with the pandas dtypes of the declared column types."""
-    dtypes = {
-        "string": "string",
-        "int": "Int64",
-        "float": "float64",
-        "bool": "boolean",
-        "timestamp": "datetime64[us, UTC]",
-        "date": "object",
-    }
-    return pd.DataFrame({name: pd.Series(dtype=dtypes[kind]) for name, kind in columns.items()})
-
-
-def is_schedulable_cron(expression: str) -> bool:
-    """Whether Dagster schedules accept ``expression``, so a spec fails on load, not at deploy."""
+    """Validate a spec already read from YAML into plain Python values; one :class:`SpecError`
+    lists every problem found, one line each (``<file>: <field>: <what is wrong>``)."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: spec: must be a mapping, not {type(raw).__name__}")
     try:
-        dg.ScheduleDefinition(name="spec_check", cron_schedule=expression, job_name="spec_check")
-    except dg.DagsterInvalidDefinitionError:
-        return False
-    return True
+        spec = DatasetSpec.model_validate(raw)
+    except pydantic.ValidationError as error:
+        problems = spec_problems(error, source)
+        raise SpecError("\n".join(problems), problems) from None
+    spec._source = source
+    return spec
 
 
-def _frequency(reader: _Reader, top: Mapping[str, Any]) -> Span:
-    value = top.get("frequency")
-    if value is None:
-        reader.fail("frequency", "is missing: say how often the series is measured, e.g. 15min, 1h, 1d, 1w or 1mo")
-    return reader.span(value, "frequency")
+# What a missing field's message adds, beyond "is missing".
+MISSING_HINTS = {"frequency": "say how often the series is measured, e.g. 15min, 1h, 1d, 1w or 1mo"}
+# The noun of a field whose value is one of a list, for "unknown <noun> 'x'".
+NOUNS = {"family": "model family", "partitions": "partition grain", "formats": "format", "calendar": "calendar feature"}
 
 
-def _grain(reader: _Reader, top: Mapping[str, Any]) -> Grain:
-    value = top.get("partitions", "daily")
-    if value not in GRAINS:
-        reader.fail("partitions", f"unknown partition grain {value!r} (expected one of: {', '.join(GRAINS)})")
-    return Grain(value)
-
-
-def _columns(reader: _Reader, top: Mapping[str, Any]) -> Mapping[str, str]:
-    columns = reader.mapping(top.get("columns"), "columns")
-    if not columns:
-        reader.fail("columns", "declare at least one column")
-    for column, kind in columns.items():
-        if kind not in COLUMN_TYPES:
-            reader.fail(f"columns.{column}", f"unknown type {kind!r} (expected one of: {', '.join(COLUMN_TYPES)})")
-    lowered = [str(column).lower() for column in columns]
-    twins = sorted({column for column in columns if lowered.count(str(column).lower()) > 1})
-    if twins:
-        reader.fail("columns", f"{twins} differ only in case; Delta column names are case-insensitive")
-    return columns
-
-
-def _roles(reader: _Reader, top: Mapping[str, Any], columns: Mapping[str, str]) -> dict[str, str]:
-    roles = {}
-    for role, allowed in ROLE_TYPES.items():
-        column = reader.text(top, role)
-        if column not in columns:
-            reader.fail(role, f"{column!r} is not one of the declared columns {sorted(columns)}")
-        if columns[column] not in allowed:
-            reader.fail(role, f"{column!r} has type {columns[column]}; a {role} must be {' or '.join(allowed)}")
-        roles[role] = column
-    return roles
-
-
-def _landing(reader: _Reader, raw: Any, grain: Grain | None) -> LandingSpec:
-    raw = reader.mapping(raw, "landing")
-    reader.known_fields(raw, ("prefix", "path_pattern", "formats"), "landing")
-    prefix = reader.text(raw, "prefix", where="landing.prefix").strip("/")
-    if any(segment in ("", ".", "..") for segment in prefix.split("/")):
-        reader.fail("landing.prefix", f"{prefix!r} must be a relative path without '.' or '..'")
-    try:
-        pattern = PathPattern(reader.text(raw, "path_pattern", where="landing.path_pattern"))
-    except PathPatternError as error:
-        raise SpecError(f"{reader.source}: landing.path_pattern: {error}") from error
-    if grain is not None and grain.name == "daily" and not pattern.has_day:
-        reader.fail(
-            "landing.path_pattern",
-            f"{pattern.pattern!r} must contain {{dd}} for daily partitions (or set partitions: monthly)",
-        )
-    formats = tuple(raw.get("formats") or ())
-    if not formats:
-        reader.fail("landing.formats", f"list at least one of {', '.join(FILE_FORMATS)}")
-    for fmt in formats:
-        if fmt not in FILE_FORMATS:
-            reader.fail("landing.formats", f"unknown format {fmt!r} (expected one of: {', '.join(FILE_FORMATS)})")
-    return LandingSpec(prefix=prefix, path_pattern=pattern, formats=formats)
-
-
-def _rules(reader: _Reader, raw: Any, columns: Mapping[str, str]) -> list[QualityRule]:
-    if not isinstance(raw, list):
-        reader.fail("quality", "must be a list of rules")
-    probe = empty_frame(columns).assign(**{PARTITION_COLUMN: pd.Series(dtype=object)})
-    rules: list[QualityRule] = []
-    for index, entry in enumerate(raw):
-        where = f"quality[{index}]"
-        entry = reader.mapping(entry, where)
-        reader.known_fields(entry, ("name", "expr", "action"), where)
-        rule = QualityRule(
-            name=reader.identifier(entry, "name", where=f"{where}.name"),
-            expr=reader.text(entry, "expr", where=f"{where}.expr"),
-            action=entry.get("action"),
-        )
-        if rule.action not in RULE_ACTIONS:
-            reader.fail(
-                f"{where}.action", f"unknown action {rule.action!r} (expected one of: {', '.join(RULE_ACTIONS)})"
-            )
-        if rule.name in {existing.name for existing in rules}:
-            reader.fail(f"{where}.name", f"rule name {rule.name!r} is used twice")
-        try:
-            probe.eval(rule.expr, engine="python")
-        except (NameError, SyntaxError, TypeError, AttributeError, ValueError, KeyError) as error:
-            reader.fail(f"{where}.expr", f"cannot evaluate {rule.expr!r} on the declared columns: {error}")
-        rules.append(rule)
-    return rules
-
-
-def _features(
-    reader: _Reader, raw: Any, columns: Mapping[str, str], roles: Mapping[str, str], frequency: Span
-) -> FeatureSpec:
-    raw = reader.mapping(raw, "features")
-    reader.known_fields(raw, ("lags", "rolling_means", "calendar", "exogenous", "season"), "features")
-
-    def spans(key: str) -> tuple[Span, ...]:
-        values = []
-        for value in raw.get(key) or ():
-            span = reader.span(value, f"features.{key}")
-            try:
-                span.periods(frequency)
-            except ValueError as error:
-                reader.fail(f"features.{key}", f"{error} (frequency {frequency})")
-            values.append(span)
-        return tuple(values)
-
-    calendar = tuple(raw.get("calendar") or ())
-    for item in calendar:
-        if item not in CALENDAR_FEATURES:
-            reader.fail(
-                "features.calendar", f"unknown calendar feature {item!r} (expected: {', '.join(CALENDAR_FEATURES)})"
-            )
-    exogenous = tuple(raw.get("exogenous") or ())
-    for column in exogenous:
-        if column not in columns or column in roles.values():
-            reader.fail(
-                "features.exogenous",
-                f"{column!r} must be a declared column other than the timestamp, entity and target",
-            )
-    taken = sorted(set(calendar) & set(columns))
-    if taken:
-        reader.fail(
-            "features.calendar",
-            f"{taken} would overwrite the declared column(s) of the same name; rename the column(s) in `columns`",
-        )
-    lags, rolling = spans("lags"), spans("rolling_means")
-    season = default_season(frequency) if raw.get("season") is None else reader.span(raw["season"], "features.season")
-    try:
-        season_periods = season.periods(frequency)
-    except ValueError as error:
-        reader.fail("features.season", f"{error} (frequency {frequency})")
-    if not any(lag.periods(frequency) == season_periods for lag in lags):
-        lags = (*lags, season)
-    for key, values in (("lags", lags), ("rolling_means", rolling)):
-        periods = [span.periods(frequency) for span in values]
-        if len(set(periods)) < len(periods):
-            reader.fail(f"features.{key}", f"{[str(span) for span in values]} name the same length twice")
-    return FeatureSpec(lags=lags, rolling_means=rolling, calendar=calendar, exogenous=exogenous, season=season)
-
-
-def _model(reader: _Reader, raw: Any, grain: Grain) -> ModelSpec:
-    raw = reader.mapping(raw, "model")
-    reader.known_fields(raw, ("family", "params", "seed", "training_window", "holdout_fraction"), "model")
-    family = raw.get("family")
-    if family not in MODEL_FAMILIES:
-        reader.fail("model.family", f"unknown model family {family!r} (expected one of: {', '.join(MODEL_FAMILIES)})")
-    window_text = raw.get("training_window", "7d" if grain.name == "daily" else "12mo")
-    window = reader.span(window_text, "model.training_window")
-    try:
-        partitions = grain.count(window)
-    except ValueError as error:
-        reader.fail("model.training_window", str(error))
-    holdout = raw.get("holdout_fraction", 0.2)
-    if not isinstance(holdout, (int, float)) or isinstance(holdout, bool) or not 0 < holdout < 1:
-        reader.fail("model.holdout_fraction", f"{holdout!r} must be a fraction between 0 and 1")
-    seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        reader.fail("model.seed", f"{seed!r} must be an integer")
-    params = reader.mapping(raw.get("params", {}), "model.params")
-    return ModelSpec(
-        family=family, params=dict(params), seed=seed, training_window=partitions, holdout_fraction=float(holdout)
-    )
-
-
-def _checkpoint(reader: _Reader, raw: Any) -> CheckpointSpec:
-    raw = reader.mapping(raw, "checkpoint")
-    reader.known_fields(raw, ("family", "params", "seed", "epochs", "checkpoint_every"), "checkpoint")
-    family = raw.get("family", "mlp")
-    if family not in CHECKPOINT_FAMILIES:
-        reader.fail(
-            "checkpoint.family",
-            f"unknown model family {family!r} (expected one of: {', '.join(CHECKPOINT_FAMILIES)})",
-        )
-    epochs = reader.whole(raw, "epochs", default=20, where="checkpoint.epochs")
-    every = reader.whole(raw, "checkpoint_every", default=5, where="checkpoint.checkpoint_every")
-    seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        reader.fail("checkpoint.seed", f"{seed!r} must be an integer")
-    return CheckpointSpec(
-        family=family,
-        params=dict(reader.mapping(raw.get("params", {}), "checkpoint.params")),
-        seed=seed,
-        epochs=epochs,
-        checkpoint_every=every,
-    )
-
-
-def _gate(reader: _Reader, raw: Any, dataset: str) -> GateSpec:
-    raw = reader.mapping(raw, "registry")
-    reader.known_fields(
-        raw,
-        ("model_name", "checkpoint_model_name", "metric", "margin", "min_skill", "thresholds", "dry_run"),
-        "registry",
-    )
-    metric = raw.get("metric", "mae")
-    if metric not in GATE_METRICS:
-        reader.fail("registry.metric", f"unknown metric {metric!r} (expected one of: {', '.join(GATE_METRICS)})")
-    margin = reader.number(raw, "margin", default=0.05, where="registry.margin", minimum=0.0)
-    min_skill = reader.number(raw, "min_skill", default=0.0, where="registry.min_skill")
-    if not min_skill < 1:
-        reader.fail("registry.min_skill", f"{min_skill!r} must be below 1 (a skill of 1 is a perfect forecast)")
-    thresholds = reader.mapping(raw.get("thresholds", {}), "registry.thresholds")
-    for name, bounds in thresholds.items():
-        where = f"registry.thresholds.{name}"
-        if name not in GATE_METRICS:
-            reader.fail(where, f"unknown metric {name!r} (expected one of: {', '.join(GATE_METRICS)})")
-        bounds = reader.mapping(bounds, where)
-        if not bounds or set(bounds) - {"min", "max"}:
-            reader.fail(where, "give a min, a max or both")
-        for bound, value in bounds.items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                reader.fail(f"{where}.{bound}", f"{value!r} must be a number")
-    names = {}
-    for key, default in (("model_name", f"{dataset}_forecaster"), ("checkpoint_model_name", f"{dataset}_checkpoint")):
-        value = raw.get(key, default)
-        if not isinstance(value, str) or not value.strip():
-            reader.fail(f"registry.{key}", f"{value!r} must be a non-empty string")
-        names[key] = value
-    if names["model_name"] == names["checkpoint_model_name"]:
-        reader.fail("registry.checkpoint_model_name", "must differ from registry.model_name")
-    dry_run = raw.get("dry_run", False)
-    if not isinstance(dry_run, bool):
-        reader.fail("registry.dry_run", f"{dry_run!r} must be true or false")
-    return GateSpec(
-        metric=metric,
-        margin=margin,
-        min_skill=min_skill,
-        thresholds={
-            name: {bound: float(value) for bound, value in bounds.items()} for name, bounds in thresholds.items()
-        },
-        dry_run=dry_run,
-        **names,
-    )
-
-
-def _monitoring(reader: _Reader, raw: Any) -> MonitoringSpec:
-    raw = reader.mapping(raw, "monitoring")
-    fields = {
-        "psi_threshold": 1.0,
-        "ks_threshold": 0.5,
-        "drifted_share": 0.5,
-        "error_ratio": 2.0,
-    }
-    reader.known_fields(raw, (*fields, "bins", "min_rows", "retrain_after_drifted", "retrain_window"), "monitoring")
-    values: dict[str, Any] = {
-        key: reader.number(raw, key, default=default, where=f"monitoring.{key}", minimum=0.0, strict=True)
-        for key, default in fields.items()
-    }
-    if values["drifted_share"] > 1:
-        reader.fail("monitoring.drifted_share", f"{values['drifted_share']!r} must be a share between 0 and 1")
-    values["bins"] = reader.whole(raw, "bins", default=10, where="monitoring.bins")
-    if values["bins"] < 2:
-        reader.fail("monitoring.bins", f"{values['bins']} must be at least 2")
-    values["min_rows"] = reader.whole(raw, "min_rows", default=30, where="monitoring.min_rows")
-    values["retrain_after_drifted"] = reader.whole(
-        raw, "retrain_after_drifted", default=3, where="monitoring.retrain_after_drifted"
-    )
-    values["retrain_window"] = reader.whole(raw, "retrain_window", default=7, where="monitoring.retrain_window")
-    if values["retrain_after_drifted"] > values["retrain_window"]:
-        reader.fail(
-            "monitoring.retrain_after_drifted",
-            f"{values['retrain_after_drifted']} cannot exceed monitoring.retrain_window ({values['retrain_window']})",
-        )
-    return MonitoringSpec(**values)
-
-
-def _schedules(reader: _Reader, raw: Any) -> ScheduleSpec:
-    raw = reader.mapping(raw, "schedules")
-    reader.known_fields(raw, ("timezone", "retrain", "backfill"), "schedules")
-    timezone = raw.get("timezone", "UTC")
-    try:
-        ZoneInfo(str(timezone))
-    except (ZoneInfoNotFoundError, ValueError) as error:
-        raise SpecError(f"{reader.source}: schedules.timezone: unknown time zone {timezone!r}") from error
-    crons = {}
-    for key, default in (("retrain", "0 2 * * *"), ("backfill", "30 3 * * *")):
-        cron = raw.get(key, default)
-        if not isinstance(cron, str) or not is_schedulable_cron(cron):
-            reader.fail(f"schedules.{key}", f"{cron!r} is not a cron expression such as '0 2 * * *'")
-        crons[key] = cron
-    return ScheduleSpec(timezone=str(timezone), retrain_cron=crons["retrain"], backfill_cron=crons["backfill"])
-
-
-def _tuning(reader: _Reader, raw: Any) -> TuningSpec:
-    raw = reader.mapping(raw, "tuning")
-    reader.known_fields(raw, ("trials", "space"), "tuning")
-    trials = reader.whole(raw, "trials", default=20, where="tuning.trials")
-    space = reader.mapping(raw.get("space"), "tuning.space")
-    if not space:
-        reader.fail("tuning.space", "declare at least one hyper-parameter")
-    params = []
-    for name, entry in space.items():
-        where = f"tuning.space.{name}"
-        entry = reader.mapping(entry, where)
-        if "choices" in entry:
-            choices = entry["choices"]
-            if not isinstance(choices, list) or not choices:
-                reader.fail(f"{where}.choices", "must be a non-empty list")
-            params.append(SearchParam(name=name, kind="categorical", choices=tuple(choices)))
+def spec_problems(error: pydantic.ValidationError, source: str) -> list[str]:
+    """One ``<source>: <field>: <problem>`` line per problem; unknown fields first."""
+    problems: list[tuple[bool, str]] = []
+    details = error.errors(include_url=False)
+    for detail in details:
+        loc, kind, value = detail["loc"], detail["type"], detail.get("input")
+        if kind == "too_short" and any(
+            len(other["loc"]) > len(loc) and other["loc"][: len(loc)] == loc for other in details
+        ):
+            continue  # a list left empty only because its items were refused
+        where = _field_path(loc)
+        if kind == "extra_forbidden":
+            expected = ", ".join(_field_names(DatasetSpec, loc[:-1]))
+            problems.append((True, f"{source}: {where}: unknown field (expected one of: {expected})"))
             continue
-        low, high = entry.get("low"), entry.get("high")
-        if not isinstance(low, (int, float)) or not isinstance(high, (int, float)) or not low < high:
-            reader.fail(where, f"needs numbers low < high, or a list of choices (got low={low!r}, high={high!r})")
-        kind = entry.get("type", "int" if isinstance(low, int) and isinstance(high, int) else "float")
-        if kind not in ("int", "float"):
-            reader.fail(f"{where}.type", f"{kind!r} must be int or float")
-        log = bool(entry.get("log", False))
-        if log and low <= 0:
-            reader.fail(where, "a log-scale range must have low > 0")
-        params.append(SearchParam(name=name, kind=kind, low=low, high=high, log=log))
-    return TuningSpec(trials=trials, space=tuple(params))
+        for line in _message(detail, loc, kind, value).splitlines():
+            problems.append((False, f"{source}: {where}: {line}" if where else f"{source}: {line}"))
+    return [line for _, line in sorted(problems, key=lambda problem: not problem[0])]
 
 
-@dataclass
-class _Reader:
-    """Typed access to raw YAML values that raises SpecError with the field's path.
+def _message(detail: Any, loc: tuple, kind: str, value: Any) -> str:
+    field = next((str(part) for part in reversed(loc) if isinstance(part, str)), "spec")
+    if kind == "missing":
+        hint = MISSING_HINTS.get(field)
+        return f"is missing: {hint}" if hint else "is missing"
+    if kind == "literal_error":
+        expected = detail["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
+        noun = NOUNS.get(field, field)
+        if loc[:1] == ("columns",):
+            noun = "type"
+        elif "thresholds" in loc:
+            noun = "metric" if loc.index("thresholds") == len(loc) - 3 else "bound"
+        return f"unknown {noun} {value!r} (expected one of: {expected})"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"{value!r} must be a whole number"
+    if kind in ("float_type", "float_parsing"):
+        return f"{value!r} must be a number"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"{value!r} must be true or false"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"must be a mapping, not {type(value).__name__}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"{value!r} {detail['msg'].replace('Input should be', 'must be')}"
+    if kind == "too_short":
+        return "list at least one"
+    if kind == "string_pattern_mismatch":
+        return f"{value!r} must be an identifier (letters, digits, _)"
+    if kind == "value_error":
+        return str(detail["ctx"]["error"])
+    return detail["msg"]
 
-    Unknown fields (a typo such as ``trainig_window``) are collected in ``problems``
-    rather than raised, so that they are reported beside the other problems of the spec.
-    """
 
-    source: str
-    problems: list[str] = field(default_factory=list)
+def _field_path(loc: tuple) -> str:
+    """``("quality", 0, "action")`` -> ``quality[0].action``; a list item's own index is left
+    out (the message quotes the item)."""
+    parts = [part for part in (loc[:-1] if loc and isinstance(loc[-1], int) else loc) if part != "[key]"]
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
 
-    def fail(self, where: str, message: str) -> None:
-        raise SpecError(f"{self.source}: {where}: {message}")
 
-    def known_fields(self, raw: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
-        for key in raw:
-            if key not in allowed:
-                place = f"{where}.{key}" if where else str(key)
-                self.problems.append(f"{self.source}: {place}: unknown field (expected one of: {', '.join(allowed)})")
+def _field_names(model: type[pydantic.BaseModel], loc: tuple) -> list[str]:
+    """The YAML names of the fields of the section at ``loc``."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = next((f for name, f in model.model_fields.items() if (f.alias or name) == part), None)
+        if field is None:
+            break
+        model = next(
+            (
+                arg
+                for arg in _flatten(field.annotation)
+                if isinstance(arg, type) and issubclass(arg, pydantic.BaseModel)
+            ),
+            model,
+        )
+    return [field.alias or name for name, field in model.model_fields.items()]
 
-    def mapping(self, value: Any, where: str) -> Mapping[str, Any]:
-        if value is None:
-            self.fail(where, "is missing")
-        if not isinstance(value, Mapping):
-            self.fail(where, f"must be a mapping, not {type(value).__name__}")
-        return value
 
-    def text(self, raw: Mapping[str, Any], key: str, where: str | None = None) -> str:
-        value = raw.get(key)
-        if not isinstance(value, str) or not value.strip():
-            self.fail(where or key, "is missing" if value is None else f"must be a non-empty string, not {value!r}")
-        return value
-
-    def identifier(self, raw: Mapping[str, Any], key: str, where: str | None = None) -> str:
-        value = self.text(raw, key, where)
-        if not value.isidentifier():
-            self.fail(where or key, f"{value!r} must be a lower-case identifier (letters, digits, _)")
-        return value
-
-    def whole(self, raw: Mapping[str, Any], key: str, default: int, where: str) -> int:
-        """A whole number >= 1."""
-        value = raw.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            self.fail(where, f"{value!r} must be a whole number >= 1")
-        return value
-
-    def number(
-        self,
-        raw: Mapping[str, Any],
-        key: str,
-        default: float,
-        where: str,
-        minimum: float | None = None,
-        strict: bool = False,
-    ) -> float:
-        """A number, at least (or, ``strict``, above) ``minimum`` when one is given."""
-        value = raw.get(key, default)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            self.fail(where, f"{value!r} must be a number")
-        if minimum is not None and (value <= minimum if strict else value < minimum):
-            self.fail(where, f"{value!r} must be {'above' if strict else 'at least'} {minimum:g}")
-        return float(value)
-
-    def span(self, value: Any, where: str) -> Span:
-        try:
-            return Span.parse(value)
-        except ValueError as error:
-            raise SpecError(f"{self.source}: {where}: {error}") from error
-
-    def date(self, raw: Mapping[str, Any], key: str) -> dt.date:
-        value = raw.get(key)
-        if isinstance(value, dt.date):
-            return value
-        try:
-            return dt.date.fromisoformat(str(value))
-        except ValueError as error:
-            raise SpecError(f"{self.source}: {key}: {value!r} is not a date such as 2026-01-01") from error
+def _flatten(annotation: Any) -> list[Any]:
+    args = typing.get_args(annotation)
+    return [annotation, *(inner for arg in args for inner in _flatten(arg))]

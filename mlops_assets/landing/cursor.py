@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from mlops_assets.digests import short_digest
 from mlops_assets.storage.landing_zone import LandingFile
 
 
 def version_digest(file: LandingFile) -> str:
     """A short, stable name for one version (path and etag) of one file."""
-    return hashlib.sha256(f"{file.path}@{file.etag}".encode()).hexdigest()[:16]
+    return short_digest(f"{file.path}@{file.etag}")
 
 
 def listing_digest(files: Iterable[LandingFile]) -> str:
     """A short, stable name for the set of file versions a partition's folder holds."""
     versions = "\n".join(sorted(version_digest(file) for file in files))
-    return hashlib.sha256(versions.encode()).hexdigest()[:16]
+    return short_digest(versions)
 
 
 def by_partition(files: Iterable[LandingFile]) -> dict[str, list[LandingFile]]:

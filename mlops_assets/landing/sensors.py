@@ -1,7 +1,6 @@
 """The polling arrival sensor: new landing files become bronze runs for the days they touch."""
 
 import datetime as dt
-import hashlib
 import time
 from collections import defaultdict
 
@@ -10,6 +9,7 @@ import dagster as dg
 from mlops_assets import clock
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
+from mlops_assets.digests import short_digest
 from mlops_assets.landing.cursor import LandingCursor, version_digest
 from mlops_assets.partitions import partitions_def
 from mlops_assets.storage.landing_zone import LandingFile, LandingZone
@@ -23,7 +23,7 @@ def run_key(spec: DatasetSpec, day: dt.date, files: list[LandingFile]) -> str:
     """The same new files for the same day always give the same key, so a re-evaluated
     tick never launches a second run for them."""
     versions = "\n".join(sorted(f"{file.path}@{file.etag}" for file in files))
-    return f"{spec.name}:{day.isoformat()}:{hashlib.sha256(versions.encode()).hexdigest()[:16]}"
+    return f"{spec.name}:{day.isoformat()}:{short_digest(versions)}"
 
 
 def file_run_key(spec: DatasetSpec, file: LandingFile) -> str:

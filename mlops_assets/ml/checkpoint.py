@@ -14,7 +14,6 @@ as a run that never stopped.
 """
 
 import datetime as dt
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import pandas as pd
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import PARTITION_COLUMN, CheckpointSpec, DatasetSpec
+from mlops_assets.digests import short_digest
 from mlops_assets.lakehouse.delta import DeltaLake
 from mlops_assets.lakehouse.features import feature_columns
 from mlops_assets.ml.continued import TrainingState, make_trainer, train_day
@@ -90,7 +90,7 @@ def build_checkpoint_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     keys = DatasetKeys(spec)
     settings = spec.checkpoint
     code_version = spec.code_version(CHECKPOINT_CODE_VERSION, "frequency", "partitions", "features", "checkpoint")
-    window = spec.model.training_window
+    window = spec.model.window_partitions
     noun = spec.grain.noun
 
     @dg.asset(
@@ -328,4 +328,4 @@ def _fingerprint(
         sort_keys=True,
         default=str,
     )
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return short_digest(text)

@@ -31,7 +31,7 @@ FORECASTER_CODE_VERSION = "forecaster-3"
 def build_forecaster_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     keys = DatasetKeys(spec)
     code_version = spec.code_version(FORECASTER_CODE_VERSION, "frequency", "partitions", "features", "model")
-    window = spec.model.training_window
+    window = spec.model.window_partitions
     noun = spec.grain.noun
 
     @dg.asset(

@@ -3,7 +3,6 @@ the short record of a model that the gate, the registry and batch scoring pass a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 from collections.abc import Mapping, Sequence
@@ -14,6 +13,7 @@ import dagster as dg
 import pandas as pd
 
 from mlops_assets.datasets.spec import PARTITION_COLUMN, DatasetSpec
+from mlops_assets.digests import sha256_hex, short_digest
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class ModelRecord:
 
 def fitted_digest(*parts: Any) -> str:
     """The sha256 of a fitted model's state, for telling identical models apart from new ones."""
-    return hashlib.sha256(pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
+    return sha256_hex(pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def experiment_metadata(
@@ -143,4 +143,4 @@ def window_input(uri: str, version: int, partitions: Sequence[str], rows: Mappin
 def lineage_version(**lineage: Any) -> dg.DataVersion:
     """A data version that changes exactly when what the model was made from changes."""
     text = json.dumps(lineage, sort_keys=True, default=str)
-    return dg.DataVersion(hashlib.sha256(text.encode()).hexdigest()[:20])
+    return dg.DataVersion(short_digest(text, 20))

@@ -20,7 +20,6 @@ the decision's champion when it changed. With ``registry.dry_run`` the decision 
 and no alias moves.
 """
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ import dagster as dg
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
+from mlops_assets.digests import short_digest
 from mlops_assets.lakehouse.delta import DeltaLake
 from mlops_assets.ml import gate
 from mlops_assets.ml.record import ModelRecord
@@ -60,7 +60,7 @@ class ReleaseDecision:
     def data_version(self) -> str:
         """Changes exactly when the champion before or the champion for the partition does."""
         text = f"{_sha(self.champion_before)}|{_sha(self.champion)}"
-        return hashlib.sha256(text.encode()).hexdigest()[:20]
+        return short_digest(text, 20)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -8,8 +8,6 @@ spec's own parameters' hold-out error on the same split for comparison. The fore
 reads the best parameters back with :func:`tuned_params`.
 """
 
-import dataclasses
-import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +17,8 @@ import mlflow
 import optuna
 
 from mlops_assets.datasets.keys import DatasetKeys
-from mlops_assets.datasets.spec import DatasetSpec, SearchParam
+from mlops_assets.datasets.spec import DatasetSpec, SearchRange
+from mlops_assets.digests import short_digest
 from mlops_assets.lakehouse.delta import DeltaLake
 from mlops_assets.ml.tracking import DAGSTER_TAGS, MlflowTracking, log_table_input
 from mlops_assets.ml.trainer import train_forecaster
@@ -28,24 +27,24 @@ from mlops_assets.provenance import git_commit
 TUNING_CODE_VERSION = "tuning-1"
 
 
-def suggest(trial: optuna.Trial, space: tuple[SearchParam, ...]) -> dict[str, Any]:
+def suggest(trial: optuna.Trial, space: Mapping[str, SearchRange]) -> dict[str, Any]:
     """One point of the search space, as Optuna's sampler proposes it for ``trial``."""
     params: dict[str, Any] = {}
-    for param in space:
+    for name, param in space.items():
         if param.kind == "categorical":
-            params[param.name] = trial.suggest_categorical(param.name, list(param.choices))
+            params[name] = trial.suggest_categorical(name, list(param.choices))
         elif param.kind == "int":
-            params[param.name] = trial.suggest_int(param.name, int(param.low), int(param.high), log=param.log)
+            params[name] = trial.suggest_int(name, int(param.low), int(param.high), log=param.log)
         elif param.kind == "float":
-            params[param.name] = trial.suggest_float(param.name, float(param.low), float(param.high), log=param.log)
+            params[name] = trial.suggest_float(name, float(param.low), float(param.high), log=param.log)
         else:
-            raise ValueError(f"unknown kind {param.kind!r} of search parameter {param.name!r}")
+            raise ValueError(f"unknown kind {param.kind!r} of search parameter {name!r}")
     return params
 
 
 def with_params(spec: DatasetSpec, params: Mapping[str, Any]) -> DatasetSpec:
     """``spec`` whose forecaster uses ``params`` on top of the spec's own hyper-parameters."""
-    return dataclasses.replace(spec, model=dataclasses.replace(spec.model, params={**spec.model.params, **params}))
+    return spec.model_copy(update={"model": spec.model.model_copy(update={"params": {**spec.model.params, **params}})})
 
 
 def build_tuning_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
@@ -55,8 +54,8 @@ def build_tuning_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     tuning = spec.tuning
     keys = DatasetKeys(spec)
     code_version = spec.code_version(TUNING_CODE_VERSION, "features", "model", "tuning")
-    window_days = spec.model.training_window
-    space = [dataclasses.asdict(param) for param in tuning.space]
+    window_days = spec.model.window_partitions
+    space = [{"name": name, "kind": param.kind, **param.model_dump()} for name, param in tuning.space.items()]
 
     @dg.asset(
         key=keys.tuning,
@@ -66,7 +65,7 @@ def build_tuning_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         code_version=code_version,
         description=(
             f"The best hyper-parameters found for the {spec.model.family} forecaster of {spec.name} by "
-            f"{tuning.trials} Optuna trials over {', '.join(param.name for param in tuning.space)}, each "
+            f"{tuning.trials} Optuna trials over {', '.join(tuning.space)}, each "
             f"trained on the latest {window_days} gold {spec.grain.noun}(s) and scored on the same held-out rows as "
             "the daily forecaster. Materialize it by hand; the next trainings use the parameters it found."
         ),
@@ -155,9 +154,7 @@ def build_tuning_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             **({"mlflow_run": dg.MetadataValue.url(run_url)} if run_url else {}),
         }
         found = json.dumps(best.params, sort_keys=True, default=str)
-        return dg.MaterializeResult(
-            metadata=metadata, data_version=dg.DataVersion(hashlib.sha256(found.encode()).hexdigest()[:20])
-        )
+        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(short_digest(found, 20)))
 
     return tuning_asset
 

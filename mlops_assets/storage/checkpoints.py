@@ -9,7 +9,6 @@ next older one used.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import dagster as dg
 from pydantic import Field
 from upath import UPath
 
+from mlops_assets.digests import sha256_hex
 from mlops_assets.storage.account import StorageAccount
 from mlops_assets.storage.object_store import TamperedObjectError, read_sealed, write_sealed
 
@@ -62,7 +62,7 @@ class TrainingCheckpoints:
         payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         path = self.folder / f"step-{step:08d}.ckpt"
         self._pending.append(self._writer.submit(write_sealed, path, payload, self.account))
-        return hashlib.sha256(payload).hexdigest()
+        return sha256_hex(payload)
 
     def flush(self) -> None:
         """Wait until every saved checkpoint is written; raise the first write error."""

@@ -24,6 +24,7 @@ from azure.storage.blob import BlobBlock, BlobClient
 from pydantic import Field
 from upath import UPath
 
+from mlops_assets.digests import sha256_hex
 from mlops_assets.storage.account import StorageAccount
 
 MAGIC = b"MLOPS-OBJECT-1\n"
@@ -40,7 +41,7 @@ class TamperedObjectError(RuntimeError):
 
 def seal(payload: bytes) -> tuple[bytes, str]:
     """The stored form of ``payload`` and its sha256."""
-    digest = hashlib.sha256(payload).hexdigest()
+    digest = sha256_hex(payload)
     return MAGIC + digest.encode("ascii") + b"\n" + payload, digest
 
 
@@ -51,7 +52,7 @@ def unseal(stored: bytes, where: str, actual: str | None = None) -> memoryview:
         raise TamperedObjectError(f"{where} is not a sealed object (header missing or cut)")
     recorded = stored[len(MAGIC) : HEADER_LENGTH - 1].decode("ascii", errors="replace")
     payload = memoryview(stored)[HEADER_LENGTH:]
-    actual = actual or hashlib.sha256(payload).hexdigest()
+    actual = actual or sha256_hex(payload)
     if actual != recorded:
         raise TamperedObjectError(f"{where} was changed after it was written: sha256 {actual}, recorded {recorded}")
     return payload
@@ -151,7 +152,7 @@ def read_sealed(path: UPath, account: StorageAccount | None = None) -> tuple[mem
                 raise FileNotFoundError(str(path)) from error
     else:
         stored = path.read_bytes()
-        actual = hashlib.sha256(memoryview(stored)[HEADER_LENGTH:]).hexdigest()
+        actual = sha256_hex(memoryview(stored)[HEADER_LENGTH:])
     return unseal(stored, str(path), actual), actual
 
 
@@ -178,7 +179,7 @@ def _upload_sealed(blob: BlobClient, payload: bytes) -> str:
             pool.submit(blob.stage_block, block_id, chunk.tobytes())
             for block_id, chunk in zip(block_ids[1:], chunks, strict=True)
         ]
-        digest = hashlib.sha256(view).hexdigest()
+        digest = sha256_hex(view)
         staged.append(pool.submit(blob.stage_block, block_ids[0], MAGIC + digest.encode("ascii") + b"\n"))
         for future in staged:
             future.result()
