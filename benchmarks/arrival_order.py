@@ -54,11 +54,12 @@ def main() -> None:
     args = parser.parse_args()
     before = machine()
     with tempfile.TemporaryDirectory() as folder:
-        raw = yaml.safe_load((SPECS / "seattle_weather.yaml").read_text())
+        document = yaml.safe_load((SPECS / "seattle_weather.yaml").read_text())
+        raw = document["attributes"]
         raw.update(start_date=FIRST.isoformat())
         raw["model"]["training_window"] = args.window
         spec_path = Path(folder) / "seattle_weather.yaml"
-        spec_path.write_text(yaml.safe_dump(raw))
+        spec_path.write_text(yaml.safe_dump(document))
         spec = load_spec(spec_path)
         last = spec.grain.shift(FIRST, args.months) - dt.timedelta(days=1)
         in_order = arrivals_by_partition(spec, list(landing_files(spec, FIRST, last)))
@@ -90,8 +91,10 @@ def main() -> None:
             differences = sides["in_order"][-1].state.differences(sides["shuffled"][-1].state)
             for line in differences:
                 print(f"  differs: {line}", flush=True)
-            equal = equal and not differences and not any(
-                result.failed_runs or result.empty_runs for results in sides.values() for result in results
+            equal = (
+                equal
+                and not differences
+                and not any(result.failed_runs or result.empty_runs for results in sides.values() for result in results)
             )
 
     def figures(results: list) -> dict:

@@ -281,7 +281,7 @@ def check_command(files: tuple[str, ...]) -> None:
                 click.echo(line)
             continue
         click.echo(
-            f"{path.name if hasattr(path, 'name') else path}: ok ({spec.name}, every {spec.frequency}, "
+            f"{spec.source}: ok ({spec.name}, every {spec.frequency}, "
             f"{spec.grain.name} partitions)"
         )
     if problems:

@@ -12,9 +12,10 @@ from typing import Any
 
 import dagster as dg
 
+from mlops_assets.components import lifecycle_job_name
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
-from mlops_assets.definitions import build_definitions, lifecycle_job_name
+from mlops_assets.definitions import build_definitions
 from mlops_assets.lakehouse.delta import DeltaLake
 from mlops_assets.ml.registry import CHALLENGER, CHAMPION, PREVIOUS
 from mlops_assets.ml.release import decision_for, registered_name

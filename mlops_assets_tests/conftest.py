@@ -13,8 +13,9 @@ import dagster as dg
 import mlflow
 import pytest
 
+from mlops_assets.components import lifecycle_job_name
 from mlops_assets.datasets.spec import DatasetSpec, load_bundled_specs
-from mlops_assets.definitions import build_definitions, lifecycle_job_name
+from mlops_assets.definitions import build_definitions
 from mlops_assets.ml.tracking import MlflowTracking
 from mlops_assets.profiles import local_resources
 

@@ -24,11 +24,12 @@ FIRST, LAST = dt.date(2013, 1, 1), dt.date(2013, 4, 30)
 def weather(tmp_path_factory: pytest.TempPathFactory):
     """The seattle_weather example spec from 2013 on, with a three-month training window so that a
     late month is in the window of the two months after it."""
-    raw = yaml.safe_load((SPECS / "seattle_weather.yaml").read_text())
+    document = yaml.safe_load((SPECS / "seattle_weather.yaml").read_text())
+    raw = document["attributes"]
     raw.update(start_date=FIRST.isoformat())
     raw["model"]["training_window"] = "3mo"
     path = tmp_path_factory.mktemp("spec") / "seattle_weather.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(document))
     return path, load_spec(path)
 
 

@@ -59,11 +59,11 @@ with dg.DagsterInstance.from_ref(InstanceRef.from_dir(instance_dir)) as instance
 @pytest.fixture
 def long_spec(tmp_path: Path):
     """The bundled spec with a day long enough to be killed in the middle of."""
-    (path,) = [path for path in bundled_spec_paths() if path.stem == "smart_meter"]
-    raw = yaml.safe_load(path.read_text())
-    raw["checkpoint"].update(epochs=EPOCHS, checkpoint_every=EVERY)
+    (path,) = [path for path in bundled_spec_paths() if path.parent.name == "smart_meter"]
+    document = yaml.safe_load(path.read_text())
+    document["attributes"]["checkpoint"].update(epochs=EPOCHS, checkpoint_every=EVERY)
     target = tmp_path / "smart_meter.yaml"
-    target.write_text(yaml.safe_dump(raw))
+    target.write_text(yaml.safe_dump(document))
     return target, load_spec(target)
 
 

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from mlops_assets.cli import main
 from mlops_assets.datasets.keys import DatasetKeys
-from mlops_assets.datasets.spec import load_spec
+from mlops_assets.datasets.spec import load_spec, spec_document
 from mlops_assets.definitions import build_definitions
 from mlops_assets.landing.simulate import simulate
 from mlops_assets.profiles import local_resources
@@ -94,16 +94,17 @@ def test_a_terminated_supervisor_takes_its_child_with_it(tmp_path: Path) -> None
 def test_check_prints_one_line_per_problem_and_fails(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text(
-        "name: broken\nstart_date: 2026-01-01\nfrequency: 1h\n"
-        "landing: {prefix: b, path_pattern: '{yyyy}/{mm}/{dd}/{name}', formats: [csv]}\n"
-        "columns: {id: string, at: timestamp, value: decimal}\n"
-        "timestamp_column: at\nentity_column: id\ntarget_column: value\n"
-        "features: {lags: [1h]}\nmodel: {family: ridge, trainig_window: 7d}\n"
+        "type: mlops_assets.components.Dataset\nattributes:\n"
+        "  name: broken\n  start_date: 2026-01-01\n  frequency: 1h\n"
+        "  landing: {prefix: b, path_pattern: '{yyyy}/{mm}/{dd}/{name}', formats: [csv]}\n"
+        "  columns: {id: string, at: timestamp, value: decimal}\n"
+        "  timestamp_column: at\n  entity_column: id\n  target_column: value\n"
+        "  features: {lags: [1h]}\n  model: {family: ridge, trainig_window: 7d}\n"
     )
     result = CliRunner().invoke(main, ["check", str(broken)])
     assert result.exit_code == 1
     lines = result.output.splitlines()
-    assert lines[0].startswith("smart_meter.yaml: ok (smart_meter, every 1h, daily partitions)")
+    assert lines[0].startswith("smart_meter/defs.yaml: ok (smart_meter, every 1h, daily partitions)")
     assert "broken.yaml: model.trainig_window: unknown field (expected one of: family, params, seed, " in result.output
     assert "broken.yaml: columns.value: unknown type 'decimal'" in result.output
     assert "Traceback" not in result.output
@@ -121,7 +122,7 @@ def test_a_file_quarantined_for_a_spec_mistake_is_replayed_after_the_fix(tmp_pat
     report = simulate(resources["landing"], spec, day, days=1, meters=4, meters_per_file=2)
     typo = dict(spec.raw, target_column="kwh_reading", columns={**spec.raw["columns"], "kwh_reading": "float"})
     typo_path = tmp_path / "smart_meter.yaml"
-    typo_path.write_text(yaml.safe_dump(typo))
+    typo_path.write_text(yaml.safe_dump(spec_document(typo)))
     wrong = load_spec(typo_path)
     with dg.instance_for_test() as instance:
         materialize_day(build_definitions([wrong], resources), resources, instance, [DatasetKeys(wrong).bronze], day)

@@ -8,8 +8,13 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
+import yaml
 
+from mlops_assets.components import Dataset
 from mlops_assets.datasets.keys import DatasetKeys
+from mlops_assets.datasets.spec import SpecError
+from mlops_assets.definitions import defs as code_location
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,3 +71,27 @@ def test_dagster_cli_validates_the_workspace(tmp_path: Path) -> None:
     completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "All code locations passed validation" in completed.stdout + completed.stderr
+
+
+def test_the_code_location_holds_each_dataset_component_and_each_spec_mlops_specs_names(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The bundled dataset comes from its Dataset component file under defs/datasets/; a file that
+    MLOPS_SPECS names adds a dataset with no code; two files may not declare one name."""
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "mlops"))
+    monkeypatch.delenv("MLOPS_PROFILE", raising=False)
+    monkeypatch.delenv("MLOPS_SPECS", raising=False)
+    declared = dg.ComponentTree.for_project(ROOT / "mlops_assets").get_all_components(of_type=Dataset)
+    assert [(dataset.name, dataset.source) for dataset in declared] == [("smart_meter", "smart_meter/defs.yaml")]
+
+    document = yaml.safe_load((ROOT / "examples" / "specs" / "us_employment.yaml").read_text())
+    (tmp_path / "us_employment.yaml").write_text(yaml.safe_dump(document))
+    monkeypatch.setenv("MLOPS_SPECS", str(tmp_path / "us_employment.yaml"))
+    keys = {key.to_user_string() for key in code_location().resolve_asset_graph().get_all_asset_keys()}
+    for dataset in ("smart_meter", "us_employment"):
+        assert {f"bronze/{dataset}", f"models/{dataset}_forecaster", f"serving/{dataset}_predictions"} <= keys
+
+    document["attributes"]["name"] = "smart_meter"
+    (tmp_path / "us_employment.yaml").write_text(yaml.safe_dump(document))
+    with pytest.raises(SpecError, match=r"dataset name\(s\) \['smart_meter'\] declared by more than one spec"):
+        code_location()

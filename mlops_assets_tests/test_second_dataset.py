@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mlops_assets.datasets.keys import DatasetKeys
-from mlops_assets.datasets.spec import load_spec
+from mlops_assets.datasets.spec import load_spec, spec_document
 from mlops_assets.definitions import build_definitions
 from mlops_assets.ml.release import decision_for
 from mlops_assets_tests.conftest import run_lifecycle
@@ -40,7 +40,7 @@ DAYS = [dt.date(2026, 3, 1), dt.date(2026, 3, 2), dt.date(2026, 3, 3)]
 @pytest.fixture
 def sales_spec(tmp_path):
     path = tmp_path / "store_sales.yaml"
-    path.write_text(yaml.safe_dump(SPEC))
+    path.write_text(yaml.safe_dump(spec_document(SPEC)))
     return load_spec(path)
 
 

@@ -48,7 +48,8 @@ from click.testing import CliRunner
 from dagster._serdes import serialize_value
 
 from mlops_assets.cli import LOOPBACK, dev_command_line, main
-from mlops_assets.definitions import build_definitions, lifecycle_job_name
+from mlops_assets.components import lifecycle_job_name
+from mlops_assets.definitions import build_definitions
 from mlops_assets.devservices import REPOSITORY, AzuriteEndpoints, free_port, run_azurite, run_mlflow_server
 from mlops_assets.profiles import build_profile
 from mlops_assets_tests.test_azurite import TODAY, YESTERDAY, tick

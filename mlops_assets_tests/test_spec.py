@@ -15,8 +15,8 @@ from mlops_assets.datasets.spec import SpecError, bundled_spec_paths, load_spec,
 
 @pytest.fixture
 def raw() -> dict[str, Any]:
-    (path,) = [path for path in bundled_spec_paths() if path.stem == "smart_meter"]
-    return yaml.safe_load(path.read_text())
+    (path,) = [path for path in bundled_spec_paths() if path.parent.name == "smart_meter"]
+    return yaml.safe_load(path.read_text())["attributes"]
 
 
 def test_bundled_spec_declares_the_smart_meter_dataset(raw: dict[str, Any]) -> None:
@@ -158,7 +158,7 @@ def test_monthly_partitions_take_a_pattern_without_a_day_and_a_window_in_months(
 
 def test_load_spec_reports_invalid_yaml(tmp_path) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text("name: [unclosed\n")
+    path.write_text("type: mlops_assets.components.Dataset\nattributes:\n  name: [unclosed\n")
     with pytest.raises(SpecError, match=r"^bad.yaml: not valid YAML"):
         load_spec(path)
 

@@ -460,10 +460,19 @@ def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype=dtypes[kind]) for name, kind in columns.items()})
 
 
+# The component type a dataset file names; its ``attributes`` are the spec.
+DATASET_TYPE = "mlops_assets.components.Dataset"
+
+
+def spec_document(attributes: dict[str, Any]) -> dict[str, Any]:
+    """The YAML document of a dataset file: the Dataset component with ``attributes``."""
+    return {"type": DATASET_TYPE, "attributes": attributes}
+
+
 def bundled_spec_paths() -> list[Path]:
-    """The YAML specs shipped with the package, sorted by name."""
-    folder = resources.files("mlops_assets") / "specs"
-    return sorted(Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+    """The dataset files of the package (``defs/datasets/<name>/defs.yaml``), sorted by name."""
+    folder = Path(str(resources.files("mlops_assets"))) / "defs" / "datasets"
+    return sorted(folder.glob("*/defs.yaml"))
 
 
 def load_bundled_specs() -> list[DatasetSpec]:
@@ -472,7 +481,7 @@ def load_bundled_specs() -> list[DatasetSpec]:
 
 
 def spec_files(locations: Sequence[str | Path]) -> list[Path]:
-    """The spec files at ``locations``: YAML files, and the ``*.yaml`` files of folders."""
+    """The dataset files at ``locations``: YAML files, and the ``*.yaml`` files of folders."""
     found: list[Path] = []
     for location in map(Path, locations):
         if location.is_dir():
@@ -487,31 +496,45 @@ def spec_files(locations: Sequence[str | Path]) -> list[Path]:
 def load_specs(extra: Sequence[str | Path] = ()) -> list[DatasetSpec]:
     """The bundled specs and those at ``extra`` (files or folders); two specs may not share a name."""
     specs = [*load_bundled_specs(), *(load_spec(path) for path in spec_files(extra))]
+    check_unique_names(specs)
+    return specs
+
+
+def check_unique_names(specs: Sequence[DatasetSpec]) -> None:
     names = [spec.name for spec in specs]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise SpecError(f"dataset name(s) {twice} declared by more than one spec")
-    return specs
+
+
+def source_label(path: Path) -> str:
+    """How problems name a dataset file: ``smart_meter/defs.yaml`` for a component folder's file."""
+    return f"{path.parent.name}/{path.name}" if path.name == "defs.yaml" else path.name
 
 
 def load_spec(path: str | Path) -> DatasetSpec:
-    """Read and validate one spec file; raise :class:`SpecError` naming what is wrong."""
+    """Read and validate one dataset file (a Dataset component document); raise
+    :class:`SpecError` naming what is wrong."""
     path = Path(path)
+    source = source_label(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        raise SpecError(f"{path.name}: not valid YAML{where}: {first_line}") from error
-    return parse_spec(raw, source=path.name)
+        raise SpecError(f"{source}: not valid YAML{where}: {first_line}") from error
+    if not isinstance(document, dict) or document.get("type") != DATASET_TYPE:
+        found = document.get("type") if isinstance(document, dict) else type(document).__name__
+        raise SpecError(f"{source}: type: {found!r} is not a dataset (write `type: {DATASET_TYPE}`)")
+    return parse_spec(document.get("attributes"), source=source)
 
 
 def parse_spec(raw: Any, source: str = "<memory>") -> DatasetSpec:
     """Validate a spec already read from YAML into plain Python values; one :class:`SpecError`
     lists every problem found, one line each (``<file>: <field>: <what is wrong>``)."""
     if not isinstance(raw, dict):
-        raise SpecError(f"{source}: spec: must be a mapping, not {type(raw).__name__}")
+        raise SpecError(f"{source}: attributes: must be a mapping, not {type(raw).__name__}")
     try:
         spec = DatasetSpec.model_validate(raw)
     except pydantic.ValidationError as error:
