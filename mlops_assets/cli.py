@@ -280,10 +280,7 @@ def check_command(files: tuple[str, ...]) -> None:
             for line in error.problems:
                 click.echo(line)
             continue
-        click.echo(
-            f"{spec.source}: ok ({spec.name}, every {spec.frequency}, "
-            f"{spec.grain.name} partitions)"
-        )
+        click.echo(f"{spec.source}: ok ({spec.name}, every {spec.frequency}, {spec.grain.name} partitions)")
     if problems:
         raise click.ClickException(f"{problems} problem(s) in {len(paths)} spec(s)")
 

@@ -135,9 +135,9 @@ def _status(run: dg.ExecuteInProcessResult, release: dg.AssetKey) -> str:
     and its error."""
     if not run.success:
         failures = [
-            (event.step_key, event.event_specific_data.error)
-            for event in run.all_events
-            if event.event_type_value == "STEP_FAILURE" and event.event_specific_data.error is not None
+            (event.step_key, event.step_failure_data.error)
+            for event in run.get_step_failure_events()
+            if event.step_failure_data.error is not None
         ]
         if not failures:
             return f"FAILED (run {run.run_id[:8]})"

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pytest
 
 # One run's first touch of the store: prepare it, then create an experiment and log a run.
 FIRST_RUN = """
@@ -34,3 +35,28 @@ def test_runs_starting_together_on_a_fresh_store_all_succeed(tmp_path: Path) -> 
     assert [process.returncode for process in processes] == [0, 0, 0, 0], "\n".join(outputs)
     client = mlflow.MlflowClient(tracking_uri=uri)
     assert len(client.search_runs([client.get_experiment_by_name("race").experiment_id])) == 4
+
+
+def test_a_model_is_logged_with_only_the_types_it_may_hold_trusted(tmp_path: Path) -> None:
+    """A model of scikit-learn parts is logged and loads back; one holding a function of another
+    module (code skops would run on load) is refused."""
+    import os
+
+    import numpy as np
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    from mlops_assets.ml.tracking import log_sklearn_model
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    rows, target = np.arange(20.0).reshape(10, 2), np.arange(10.0)
+    plain = make_pipeline(StandardScaler(), Ridge()).fit(rows, target)
+    foreign = make_pipeline(FunctionTransformer(os.path.abspath), Ridge())
+    with mlflow.start_run():
+        info = log_sklearn_model(plain)
+        with pytest.raises(ValueError, match=r"outside sklearn\., numpy\., scipy\., mlops_assets\.: \['posixpath"):
+            log_sklearn_model(foreign)
+    loaded = mlflow.sklearn.load_model(info.model_uri)
+    assert np.allclose(loaded.predict(rows), plain.predict(rows))
+    mlflow.set_tracking_uri(None)

@@ -25,6 +25,8 @@ from mlops_assets.ml.registry import Registry
 
 # Explicit requirements: inferring them costs seconds per logged model.
 MODEL_PIP_REQUIREMENTS = [f"scikit-learn=={sklearn.__version__}", f"skops=={version('skops')}"]
+# The modules whose types a logged model may hold, and skops may load.
+TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.", "mlops_assets.")
 DAGSTER_TAGS = ("dagster.run_id", "dagster.asset_key", "dagster.partition")
 
 
@@ -128,16 +130,21 @@ def prepare_store(tracking_uri: str) -> None:
 def log_sklearn_model(model: Any) -> ModelInfo:
     """Log a fitted scikit-learn model as the active run's ``model`` artifact.
 
-    MLflow stores it with skops, which loads only the types it is told to trust; the
-    model was fitted by this process, so the types it holds are trusted.
+    MLflow stores it with skops, which loads only the types it is told to trust. Those are
+    the types of scikit-learn, NumPy, SciPy and this package that the model holds; a model
+    holding any other type (a function of another module, say) is refused rather than
+    trusted, since loading it would run that code.
     """
     # Imported here: skops imports every scikit-learn module it can trust, which costs each
     # process that loads the definitions (every run) most of a second.
     import skops.io
 
-    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    found = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    foreign = sorted(name for name in found if not name.startswith(TRUSTED_MODULES))
+    if foreign:
+        raise ValueError(f"the model holds types outside {', '.join(TRUSTED_MODULES)}: {foreign}")
     return mlflow.sklearn.log_model(
-        model, name="model", pip_requirements=MODEL_PIP_REQUIREMENTS, skops_trusted_types=trusted
+        model, name="model", pip_requirements=MODEL_PIP_REQUIREMENTS, skops_trusted_types=found
     )
 
 
