@@ -19,6 +19,7 @@ from azure.storage.blob import ContainerClient, ExponentialRetry
 from azure.storage.queue import QueueClient
 from dagster_azure.blob import AzureBlobStorageResource
 from pydantic import Field
+from upath import UPath
 
 
 class StorageAccount(dg.ConfigurableResource):
@@ -103,3 +104,9 @@ class StorageAccount(dg.ConfigurableResource):
             yield client
         finally:
             client.close()
+
+
+def storage_path(uri: str, account: StorageAccount | None) -> UPath:
+    """``uri`` as a path on its filesystem: a local folder, or a container of ``account``
+    (``az://`` and ``abfs://`` URIs), with the account's credentials."""
+    return UPath(uri, **(account.fsspec_options() if account else {}))

@@ -22,7 +22,7 @@ from pydantic import Field
 from upath import UPath
 
 from mlops_assets.digests import sha256_hex
-from mlops_assets.storage.account import StorageAccount
+from mlops_assets.storage.account import StorageAccount, storage_path
 from mlops_assets.storage.object_store import TamperedObjectError, read_sealed, write_sealed
 
 STEP_FILE = re.compile(r"^step-(\d{8})\.ckpt$")
@@ -119,8 +119,7 @@ class CheckpointStore(dg.ConfigurableResource):
     @contextmanager
     def training(self, asset_key: dg.AssetKey, partition: str, fingerprint: str) -> Iterator[TrainingCheckpoints]:
         """The checkpoints of one training of ``asset_key``'s ``partition``."""
-        options = self.account.fsspec_options() if self.account else {}
-        folder = UPath(self.root, **options).joinpath(*asset_key.path, partition, fingerprint)
+        folder = storage_path(self.root, self.account).joinpath(*asset_key.path, partition, fingerprint)
         checkpoints = TrainingCheckpoints(folder=folder, account=self.account)
         try:
             yield checkpoints

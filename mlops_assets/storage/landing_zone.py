@@ -17,7 +17,7 @@ from upath import UPath
 
 from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.landing.event_grid import blob_created_event
-from mlops_assets.storage.account import StorageAccount
+from mlops_assets.storage.account import StorageAccount, storage_path
 
 
 @dataclass(frozen=True)
@@ -61,12 +61,8 @@ class LandingZone(dg.ConfigurableResource):
         "None lists the whole dataset prefix.",
     )
 
-    @property
-    def _options(self) -> dict[str, Any]:
-        return self.account.fsspec_options() if self.account else {}
-
     def _root(self) -> UPath:
-        return UPath(self.root, **self._options)
+        return storage_path(self.root, self.account)
 
     def list_dataset(self, spec: DatasetSpec) -> list[LandingFile]:
         """Every file under the dataset's prefix whose path carries an event day."""
@@ -193,7 +189,7 @@ class LandingZone(dg.ConfigurableResource):
         in place to be tried again.
         """
         folder, _, name = file.path.rpartition("/")
-        target = UPath(self.quarantine_root, **self._options) / folder / _safe_segment(file.etag) / name
+        target = storage_path(self.quarantine_root, self.account) / folder / _safe_segment(file.etag) / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         sidecar = target.with_name(f"{name}.reason.json")
@@ -225,7 +221,7 @@ class LandingZone(dg.ConfigurableResource):
         target = self._root() / entry["path"]
         if target.exists():
             return False
-        copy = UPath(entry["quarantined_to"], **self._options)
+        copy = storage_path(entry["quarantined_to"], self.account)
         self.write_bytes(entry["path"], copy.read_bytes())
         copy.with_name(f"{copy.name}.reason.json").unlink()
         copy.unlink()
@@ -233,7 +229,7 @@ class LandingZone(dg.ConfigurableResource):
 
     def quarantined(self, spec: DatasetSpec) -> list[dict[str, Any]]:
         """The reasons of every file of the dataset held in quarantine."""
-        folder = UPath(self.quarantine_root, **self._options) / spec.landing.prefix
+        folder = storage_path(self.quarantine_root, self.account) / spec.landing.prefix
         if not folder.exists():
             return []
         sidecars = sorted(path for path in folder.fs.find(folder.path) if path.endswith(".reason.json"))

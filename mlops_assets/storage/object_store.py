@@ -25,7 +25,7 @@ from pydantic import Field
 from upath import UPath
 
 from mlops_assets.digests import sha256_hex
-from mlops_assets.storage.account import StorageAccount
+from mlops_assets.storage.account import StorageAccount, storage_path
 
 MAGIC = b"MLOPS-OBJECT-1\n"
 DIGEST_LENGTH = 64
@@ -237,5 +237,4 @@ class ObjectStore(dg.ConfigurableIOManagerFactory):
     )
 
     def create_io_manager(self, context: dg.InitResourceContext) -> ChecksummedPickleIOManager:
-        options = self.account.fsspec_options() if self.account else {}
-        return ChecksummedPickleIOManager(base_path=UPath(self.root, **options), account=self.account)
+        return ChecksummedPickleIOManager(base_path=storage_path(self.root, self.account), account=self.account)
