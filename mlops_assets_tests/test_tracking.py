@@ -50,13 +50,15 @@ def test_a_model_is_logged_with_only_the_types_it_may_hold_trusted(tmp_path: Pat
     from mlops_assets.ml.tracking import log_sklearn_model
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    rows, target = np.arange(20.0).reshape(10, 2), np.arange(10.0)
-    plain = make_pipeline(StandardScaler(), Ridge()).fit(rows, target)
-    foreign = make_pipeline(FunctionTransformer(os.path.abspath), Ridge())
-    with mlflow.start_run():
-        info = log_sklearn_model(plain)
-        with pytest.raises(ValueError, match=r"outside sklearn\., numpy\., scipy\., mlops_assets\.: \['posixpath"):
-            log_sklearn_model(foreign)
-    loaded = mlflow.sklearn.load_model(info.model_uri)
-    assert np.allclose(loaded.predict(rows), plain.predict(rows))
-    mlflow.set_tracking_uri(None)
+    try:
+        rows, target = np.arange(20.0).reshape(10, 2), np.arange(10.0)
+        plain = make_pipeline(StandardScaler(), Ridge()).fit(rows, target)
+        foreign = make_pipeline(FunctionTransformer(os.path.abspath), Ridge())
+        with mlflow.start_run():
+            info = log_sklearn_model(plain)
+            with pytest.raises(ValueError, match=r"outside sklearn\., numpy\., scipy\., mlops_assets\.: \['posixpath"):
+                log_sklearn_model(foreign)
+        loaded = mlflow.sklearn.load_model(info.model_uri)
+        assert np.allclose(loaded.predict(rows), plain.predict(rows))
+    finally:
+        mlflow.set_tracking_uri(None)

@@ -30,7 +30,6 @@ from mlops_assets.datasets.periods import Grain, Span, default_season
 from mlops_assets.digests import short_digest
 
 ColumnType = Literal["string", "int", "float", "bool", "timestamp", "date"]
-COLUMN_TYPES: tuple[str, ...] = typing.get_args(ColumnType)
 FileFormat = Literal["csv", "jsonl", "parquet"]
 RuleAction = Literal["warn", "drop", "fail"]
 CalendarFeature = Literal["hour", "dayofweek", "dayofyear", "weekofyear", "month", "is_weekend"]
@@ -76,12 +75,12 @@ def _date(value: Any) -> dt.date:
 
 def _cron(value: Any) -> str:
     """A cron expression Dagster schedules accept, so a spec fails on load, not at deploy."""
-    try:
-        if isinstance(value, str):
+    if isinstance(value, str):
+        try:
             dg.ScheduleDefinition(name="spec_check", cron_schedule=value, job_name="spec_check")
             return value
-    except dg.DagsterInvalidDefinitionError:
-        pass
+        except dg.DagsterInvalidDefinitionError:
+            pass
     raise ValueError(f"{value!r} is not a cron expression such as '0 2 * * *'")
 
 
@@ -552,7 +551,8 @@ NOUNS = {"family": "model family", "partitions": "partition grain", "formats": "
 
 def spec_problems(error: pydantic.ValidationError, source: str) -> list[str]:
     """One ``<source>: <field>: <problem>`` line per problem; unknown fields first."""
-    problems: list[tuple[bool, str]] = []
+    unknown: list[str] = []
+    problems: list[str] = []
     details = error.errors(include_url=False)
     for detail in details:
         loc, kind, value = detail["loc"], detail["type"], detail.get("input")
@@ -563,11 +563,11 @@ def spec_problems(error: pydantic.ValidationError, source: str) -> list[str]:
         where = _field_path(loc)
         if kind == "extra_forbidden":
             expected = ", ".join(_field_names(DatasetSpec, loc[:-1]))
-            problems.append((True, f"{source}: {where}: unknown field (expected one of: {expected})"))
+            unknown.append(f"{source}: {where}: unknown field (expected one of: {expected})")
             continue
         for line in _message(detail, loc, kind, value).splitlines():
-            problems.append((False, f"{source}: {where}: {line}" if where else f"{source}: {line}"))
-    return [line for _, line in sorted(problems, key=lambda problem: not problem[0])]
+            problems.append(f"{source}: {where}: {line}" if where else f"{source}: {line}")
+    return [*unknown, *problems]
 
 
 def _message(detail: Any, loc: tuple, kind: str, value: Any) -> str:
