@@ -33,15 +33,15 @@ import dagster as dg
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
-from mlops_assets.devservices import AZURITE_ACCOUNT, run_azurite
-from mlops_assets.landing.event_grid import blob_created_event
-from mlops_assets.landing.queue_sensor import EVENT_SENSOR_NAME
+from mlops_assets.defs.landing.event_grid import blob_created_event
+from mlops_assets.defs.landing.queue import EVENT_SENSOR_NAME
+from mlops_dev.services import AZURITE_ACCOUNT, run_azurite
 
 HERE = Path(__file__).resolve().parent
 POLL_SENSOR = "smart_meter_landing_sensor"
 INSTANCE_YAML = """
 run_coordinator:
-  module: dagster._core.run_coordinator
+  module: dagster
   class: QueuedRunCoordinator
   config:
     max_concurrent_runs: 0
@@ -91,7 +91,7 @@ def main() -> None:
         }
         log = (home / "daemon.log").open("wb")
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "dagster._daemon", "run", "-f", str(HERE / "arrival_latency_defs.py")],
+            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-f", str(HERE / "arrival_latency_defs.py")],
             env=environment,
             cwd=home,
             stdout=log,

@@ -5,8 +5,8 @@ import dagster as dg
 
 from mlops_assets.datasets.spec import load_bundled_specs
 from mlops_assets.definitions import build_definitions
-from mlops_assets.landing.queue_sensor import build_event_sensor
-from mlops_assets.profiles import build_profile
+from mlops_assets.defs.landing.queue import build_event_sensor
+from mlops_assets.resources.profiles import build_profile
 
 specs = load_bundled_specs()
 defs = dg.Definitions.merge(

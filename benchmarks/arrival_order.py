@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/ beside
 
 from examples.public_data import SPECS, landing_files  # noqa: E402
 from mlops_assets.datasets.spec import load_spec  # noqa: E402
-from mlops_assets.replay import arrivals_by_partition, late_and_twice, replay  # noqa: E402
+from mlops_dev.replay import arrivals_by_partition, late_and_twice, replay  # noqa: E402
 
 FIRST = dt.date(2013, 1, 1)
 

@@ -38,11 +38,11 @@ import pandas as pd
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec, load_bundled_specs
 from mlops_assets.definitions import build_definitions
-from mlops_assets.lakehouse.bronze import ingest_days
-from mlops_assets.lakehouse.gold import featurize_days
-from mlops_assets.lakehouse.silver import refine_days
-from mlops_assets.landing.simulate import simulate
-from mlops_assets.profiles import local_resources
+from mlops_assets.defs.lakehouse.bronze import ingest_days
+from mlops_assets.defs.lakehouse.gold import featurize_days
+from mlops_assets.defs.lakehouse.silver import refine_days
+from mlops_assets.resources.profiles import local_resources
+from mlops_dev.simulate import simulate
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 

@@ -1,11 +1,12 @@
-"""blob_io: the object IO manager writing and reading a 256 MB object on Azurite Blob,
-against raw azure-storage-blob uploads and downloads tuned with max_concurrency (8 was the
-fastest of 2, 4, 8 and 16 for raw transfers here, as for the IO manager).
+"""blob_io: the project's Blob layer writing and reading a 256 MB object on Azurite, against raw
+azure-storage-blob uploads and downloads tuned with max_concurrency (8 was the fastest of 2, 4,
+8 and 16 for raw transfers here).
 
 Both run in this process against one Azurite on free ports with its data in a temporary
-folder. The project side is the IO manager's full path: pickling, sealing with a
-sha256, upload, download, checking the sha256 against the header and the recorded
-materialization, unpickling. The raw side uploads and downloads the same bytes.
+folder. The project side is a training state's full path through the training-state store
+(a storage location on Blob): pickling, sha256, the storage SDK's parallel upload, listing
+the saved states, the SDK's parallel download, checking the sha256, unpickling. The raw side
+uploads and downloads the same bytes with the SDK's defaults.
 
     python benchmarks/blob_io.py [--megabytes 256] [--repeats 3]
 
@@ -27,9 +28,9 @@ import dagster as dg
 from azure.storage.blob import BlobServiceClient
 from dagster_azure.blob import AzureBlobStorageKeyCredential, AzureBlobStorageResource
 
-from mlops_assets.devservices import AZURITE_KEY, run_azurite
-from mlops_assets.storage.account import StorageAccount
-from mlops_assets.storage.object_store import BLOB_CONCURRENCY, ObjectStore
+from mlops_assets.resources.storage import BLOB_CONCURRENCY, StorageAccount, StorageLocation
+from mlops_assets.resources.training_states import TrainingStateStore
+from mlops_dev.services import AZURITE_KEY, run_azurite
 
 RAW_CONCURRENCY = 8
 
@@ -47,34 +48,29 @@ def main() -> None:
                 account_url=endpoints.blob_url, credential=AzureBlobStorageKeyCredential(key=AZURITE_KEY)
             )
         )
-        store = ObjectStore(root="az://models", account=account)
+        store = TrainingStateStore(location=StorageLocation(uri="az://models/training-states", account=account))
         key = dg.AssetKey(["models", "blob_io"])
         raw = BlobServiceClient.from_connection_string(endpoints.connection_string).get_blob_client(
             "models", "raw/blob_io"
         )
-        with dg.instance_for_test() as instance:
-            io_manager = store.create_io_manager(dg.build_init_resource_context())
-            for repeat in range(args.repeats):
-                started = time.perf_counter()
-                output = dg.build_output_context(asset_key=key, instance=instance)
-                io_manager.handle_output(output, payload)
-                instance.report_runless_asset_event(
-                    dg.AssetMaterialization(key, metadata=dict(output.get_logged_metadata()))
-                )
-                loaded = io_manager.load_input(dg.build_input_context(asset_key=key, instance=instance))
+        for repeat in range(args.repeats):
+            started = time.perf_counter()
+            with store.training(key, "2026-01-01", f"repeat-{repeat}") as states:
+                states.save(1, payload)
+                states.flush()
+                loaded = states.newest_intact()
                 project_seconds.append(time.perf_counter() - started)
-                if loaded != payload:
-                    raise RuntimeError("the IO manager returned other bytes than it stored")
+                states.discard()
+            if loaded is None or loaded.state != payload:
+                raise RuntimeError("the training-state store returned other bytes than it stored")
 
-                started = time.perf_counter()
-                raw.upload_blob(payload, overwrite=True, max_concurrency=RAW_CONCURRENCY)
-                echoed = raw.download_blob(max_concurrency=RAW_CONCURRENCY).readall()
-                raw_seconds.append(time.perf_counter() - started)
-                if echoed != payload:
-                    raise RuntimeError("raw download returned other bytes than were uploaded")
-                print(
-                    f"repeat {repeat + 1}: project {project_seconds[-1]:.2f} s, raw {raw_seconds[-1]:.2f} s", flush=True
-                )
+            started = time.perf_counter()
+            raw.upload_blob(payload, overwrite=True, max_concurrency=RAW_CONCURRENCY)
+            echoed = raw.download_blob(max_concurrency=RAW_CONCURRENCY).readall()
+            raw_seconds.append(time.perf_counter() - started)
+            if echoed != payload:
+                raise RuntimeError("raw download returned other bytes than were uploaded")
+            print(f"repeat {repeat + 1}: project {project_seconds[-1]:.2f} s, raw {raw_seconds[-1]:.2f} s", flush=True)
     project, raw_median = statistics.median(project_seconds), statistics.median(raw_seconds)
     moved = 2 * args.megabytes
     print(

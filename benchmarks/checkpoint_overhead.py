@@ -1,17 +1,16 @@
-"""checkpoint_overhead: a day of continued training with an intermediate checkpoint every k
-epochs, written through the Blob IO layer to Azurite, against the same training without
-checkpoints.
+"""checkpoint_overhead: a day of continued training of the checkpoint model that saves its
+training state every k epochs, through the training-state store to Azurite, against the same
+training without saved states.
 
 Both sides run in this process on the same rows, from the same fresh model and seed,
-alternating; the checkpointed side pickles the model, seals it with its sha256 and
-uploads it to a real Azurite (started on free ports, data in a temporary folder) every
-``--every`` epochs, and its time ends only when every checkpoint is written. Both must
-end with the same model.
+alternating; the saving side pickles the model, hashes it and uploads it to a real Azurite
+(started on free ports, data in a temporary folder) every ``--every`` epochs, and its time
+ends only when every state is written. Both must end with the same model.
 
     python benchmarks/checkpoint_overhead.py [--meters 200] [--epochs 60] [--every 5] [--repeats 3]
 
 Prints, as its last line, a JSON object with the medians and
-ratio = seconds with checkpoints / seconds without (target <= 1.10).
+ratio = seconds with saved states / seconds without (target <= 1.10).
 """
 
 from __future__ import annotations
@@ -32,11 +31,11 @@ import pandas as pd
 from dagster_azure.blob import AzureBlobStorageKeyCredential, AzureBlobStorageResource
 
 from mlops_assets.datasets.spec import load_bundled_specs
-from mlops_assets.devservices import AZURITE_KEY, run_azurite
-from mlops_assets.lakehouse.features import feature_columns
-from mlops_assets.ml.continued import TrainingState, make_trainer, train_day
-from mlops_assets.storage.account import StorageAccount
-from mlops_assets.storage.checkpoints import CheckpointStore
+from mlops_assets.defs.lakehouse.features import feature_columns
+from mlops_assets.defs.models.continued import MlpTrainer, TrainingState, train_day
+from mlops_assets.resources.storage import StorageAccount, StorageLocation
+from mlops_assets.resources.training_states import TrainingStateStore
+from mlops_dev.services import AZURITE_KEY, run_azurite
 
 DAY = dt.date(2026, 1, 15)
 
@@ -63,7 +62,7 @@ def main() -> None:
     settings = spec.checkpoint
     columns = feature_columns(spec)
     rows = day_rows(args.meters, columns, spec.target_column)
-    trainer = make_trainer(settings.family, spec.target_column, settings.params, settings.seed)
+    trainer = MlpTrainer(target=spec.target_column, params=settings.params, seed=settings.seed)
     fresh = trainer.fresh(columns, rows)
     with_seconds, without_seconds, written = [], [], 0
     with tempfile.TemporaryDirectory() as folder, run_azurite(Path(folder) / "azurite") as endpoints:
@@ -72,7 +71,7 @@ def main() -> None:
                 account_url=endpoints.blob_url, credential=AzureBlobStorageKeyCredential(key=AZURITE_KEY)
             )
         )
-        store = CheckpointStore(root="az://models/checkpoints", account=account)
+        store = TrainingStateStore(location=StorageLocation(uri="az://models/training-states", account=account))
         for repeat in range(args.repeats):
             started = time.perf_counter()
             plain = train_day(trainer, TrainingState(copy.deepcopy(fresh), 0), rows, DAY, args.epochs, args.every)
@@ -91,7 +90,7 @@ def main() -> None:
                 )
                 run.flush()
                 with_seconds.append(time.perf_counter() - started)
-                written = len(saved.checkpoints_written)
+                written = len(saved.states_saved)
                 if run.newest_intact() is None or not np.array_equal(
                     plain.model.predict(rows), saved.model.predict(rows)
                 ):

@@ -38,12 +38,12 @@ from azure.storage.queue import QueueClient
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mlops_assets.datasets.spec import load_bundled_specs  # noqa: E402
 from mlops_assets.definitions import build_definitions  # noqa: E402
-from mlops_assets.devservices import run_azurite  # noqa: E402
-from mlops_assets.landing.queue_sensor import EVENT_SENSOR_NAME, QueueCursor  # noqa: E402
-from mlops_assets.profiles import blob_resources  # noqa: E402
-from mlops_assets.storage.event_queue import EventQueue  # noqa: E402
+from mlops_assets.defs.landing.queue import EVENT_SENSOR_NAME, QueueCursor  # noqa: E402
+from mlops_assets.resources.event_queue import EventQueue  # noqa: E402
+from mlops_assets.resources.profiles import blob_resources  # noqa: E402
 from mlops_assets_tests.test_azurite import account_for  # noqa: E402
 from mlops_assets_tests.test_storm import event, garbage, landing_paths, publish_all, upload  # noqa: E402
+from mlops_dev.services import run_azurite  # noqa: E402
 
 
 def drain(events: int, concurrency: int, seed: int) -> dict[str, float]:

@@ -39,7 +39,7 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
-from mlops_assets.devservices import AZURITE_ACCOUNT, AZURITE_KEY, run_azurite
+from mlops_dev.services import AZURITE_ACCOUNT, AZURITE_KEY, run_azurite
 
 DEFAULT_DIR = Path(__file__).resolve().parent / ".data" / "sensor-corpus-100k"
 

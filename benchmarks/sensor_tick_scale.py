@@ -33,9 +33,9 @@ from sensor_corpus import CONTAINER, CREDENTIAL, DEFAULT_DIR, PREFIX, azurite, e
 
 from mlops_assets.datasets.spec import load_bundled_specs  # noqa: E402
 from mlops_assets.definitions import build_definitions  # noqa: E402
-from mlops_assets.devservices import AZURITE_KEY  # noqa: E402
-from mlops_assets.profiles import blob_resources  # noqa: E402
-from mlops_assets.storage.account import StorageAccount  # noqa: E402
+from mlops_assets.resources.profiles import blob_resources  # noqa: E402
+from mlops_assets.resources.storage import StorageAccount  # noqa: E402
+from mlops_dev.services import AZURITE_KEY  # noqa: E402
 
 NEW_BLOBS = 10
 

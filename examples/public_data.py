@@ -31,8 +31,8 @@ import dagster as dg
 import pandas as pd
 
 from mlops_assets.datasets.spec import DatasetSpec, load_spec
-from mlops_assets.profiles import build_profile
-from mlops_assets.storage.landing_zone import LandingZone
+from mlops_assets.resources.landing_zone import LandingZone
+from mlops_assets.resources.profiles import build_profile
 
 SPECS = Path(__file__).resolve().parent / "specs"
 CITIES = {"seattle": "seattle-temps.csv", "san_francisco": "sf-temps.csv"}

@@ -22,13 +22,13 @@ from mlops_assets.datasets.spec import (
     load_specs,
     spec_files,
 )
-from mlops_assets.demo import reset_state, run_arrivals, summarize
-from mlops_assets.devservices import run_azurite, run_mlflow_server
 from mlops_assets.history import landed_range, load_history
-from mlops_assets.landing.simulate import SimulationReport, simulate
-from mlops_assets.ml.registry import CHAMPION, PREVIOUS, AliasMove, Registry, RegistryError
-from mlops_assets.ml.tracking import MlflowTracking
-from mlops_assets.profiles import build_profile, build_resources, extra_spec_locations, mlops_home
+from mlops_assets.resources.mlflow_tracking import MlflowTracking
+from mlops_assets.resources.model_registry import CHAMPION, PREVIOUS, AliasMove, Registry, RegistryError
+from mlops_assets.resources.profiles import build_profile, build_resources, extra_spec_locations, mlops_home
+from mlops_dev.demo import reset_state, run_arrivals, summarize
+from mlops_dev.services import run_azurite, run_mlflow_server
+from mlops_dev.simulate import SimulationReport, blob_created_message, simulate
 
 
 def _spec(dataset: str, spec_file: str | None) -> DatasetSpec:
@@ -143,7 +143,7 @@ def _announce(spec: DatasetSpec, ready, paths: list[str], command: str) -> None:
         current = landing.stat(spec, path)
         if current is None:
             raise click.ClickException(f"{path} was written but is not in the landing zone")
-        events.publish(landing.blob_created_event(current))
+        events.publish(blob_created_message(landing, current))
     click.echo(f"{command}: published {len(paths)} BlobCreated event(s) on {events.queue}")
 
 
@@ -245,7 +245,7 @@ def registry_group() -> None:
 @click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a line instead of text.")
 def registry_history_command(model: str, as_json: bool) -> None:
-    """Every alias move of registered MODEL, oldest first: by the pipeline's release decisions and by hand."""
+    """Every alias move of registered MODEL, oldest first: by the pipeline's decisions and by hand."""
     try:
         entries = _registry().history(model)
     except RegistryError as error:

@@ -11,23 +11,23 @@ from pydantic import BaseModel
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec, source_label
-from mlops_assets.lakehouse.bronze import build_bronze_asset
-from mlops_assets.lakehouse.gold import build_gold_asset
-from mlops_assets.lakehouse.silver import build_silver_asset
-from mlops_assets.landing.assets import build_landing_asset
-from mlops_assets.landing.sensors import build_landing_sensor
-from mlops_assets.ml.checkpoint import build_checkpoint_asset
-from mlops_assets.ml.forecaster import build_forecaster_asset
-from mlops_assets.ml.release import build_gate_check, build_release_asset
-from mlops_assets.ml.retraining import (
+from mlops_assets.defs.lakehouse.bronze import build_bronze_asset
+from mlops_assets.defs.lakehouse.gold import build_gold_asset
+from mlops_assets.defs.lakehouse.silver import build_silver_asset
+from mlops_assets.defs.landing.assets import build_landing_asset
+from mlops_assets.defs.landing.polling import build_landing_sensor
+from mlops_assets.defs.models.checkpoint import build_checkpoint_asset
+from mlops_assets.defs.models.forecaster import build_forecaster_asset
+from mlops_assets.defs.models.retraining import (
     build_drift_sensor,
     build_nightly_retrain_schedule,
     build_retrain_job,
 )
-from mlops_assets.ml.tuning import build_tuning_asset
-from mlops_assets.monitoring.assets import build_drift_asset
-from mlops_assets.profiles import Arrivals, build_profile, nightly_jobs_running
-from mlops_assets.serving.predictions import build_predictions_asset
+from mlops_assets.defs.models.tuning import build_tuning_asset
+from mlops_assets.defs.monitoring.drift import build_drift_asset
+from mlops_assets.defs.registry.decisions import build_decision_asset, build_gate_check
+from mlops_assets.defs.serving.predictions import build_predictions_asset
+from mlops_assets.resources.profiles import Arrivals, build_profile, nightly_jobs_running
 
 
 class Dataset(dg.Component, DatasetSpec):
@@ -49,43 +49,41 @@ class Dataset(dg.Component, DatasetSpec):
         return dataset_definitions(self, build_profile().arrivals, nightly_jobs_running())
 
 
+def ingest_job_name(spec: DatasetSpec) -> str:
+    return f"{spec.name}_ingest"
+
+
 def lifecycle_job_name(spec: DatasetSpec) -> str:
     return f"{spec.name}_lifecycle"
 
 
-def rebuild_job_name(spec: DatasetSpec) -> str:
-    return f"{spec.name}_rebuild"
-
-
 def dataset_definitions(spec: DatasetSpec, arrivals: Arrivals = "poll", nightly: bool = True) -> dg.Definitions:
     """Everything one dataset spec declares, from landing files to drift monitoring; ``nightly``
-    says whether the nightly retraining starts running."""
+    says whether the nightly retraining starts running.
+
+    Each job holds assets of one backfill policy, so a backfill of a job over a range runs as
+    its assets say: the data layers read and commit a range in one run, the models run one
+    partition at a time. An asset backfill of a selection across both (a rebuild after a
+    change of rules, features or model) keeps each asset's policy too.
+    """
     keys = DatasetKeys(spec)
+    ingest = dg.define_asset_job(
+        ingest_job_name(spec),
+        selection=dg.AssetSelection.assets(keys.bronze, keys.silver, keys.gold),
+        description=(
+            f"Bronze, silver with its checks and gold for {spec.name}; a backfill over a range of "
+            f"{spec.grain.noun}s reads and commits the whole range in one run."
+        ),
+    )
     lifecycle = dg.define_asset_job(
         lifecycle_job_name(spec),
         selection=dg.AssetSelection.assets(
-            keys.bronze,
-            keys.silver,
-            keys.gold,
-            keys.forecaster,
-            keys.release(keys.forecaster),
-            keys.predictions,
-            keys.drift,
+            keys.forecaster, keys.decision(keys.forecaster), keys.predictions, keys.drift
         ),
         description=(
-            f"One {spec.grain.noun} of {spec.name}, end to end: bronze, silver with its checks, gold, the "
-            "forecaster and the registry's decision on it, predictions and drift. The checkpoint model, "
-            f"which continues from the {spec.grain.noun} before, runs in {spec.name}_retrain."
-        ),
-    )
-    rebuild = dg.define_asset_job(
-        rebuild_job_name(spec),
-        selection=dg.AssetSelection.assets(
-            keys.silver, keys.gold, keys.forecaster, keys.release(keys.forecaster), keys.predictions, keys.drift
-        ),
-        description=(
-            f"Rebuild partitions of {spec.name} from bronze onwards, after a change of rules, features or "
-            "model; launch it as a backfill over the partitions to rebuild."
+            f"One {spec.grain.noun} of {spec.name} after {ingest_job_name(spec)}: the forecaster and the "
+            "registry's decision on it, predictions and drift. The checkpoint model, which continues from "
+            f"the {spec.grain.noun}s before, runs in {spec.name}_retrain."
         ),
     )
     assets = [
@@ -95,7 +93,7 @@ def dataset_definitions(spec: DatasetSpec, arrivals: Arrivals = "poll", nightly:
         build_gold_asset(spec),
         build_forecaster_asset(spec),
         build_checkpoint_asset(spec),
-        *(build_release_asset(spec, candidate) for candidate in keys.candidates),
+        *(build_decision_asset(spec, candidate) for candidate in keys.candidates),
         build_predictions_asset(spec),
         build_drift_asset(spec),
         *([build_tuning_asset(spec)] if spec.tuning is not None else []),
@@ -103,7 +101,7 @@ def dataset_definitions(spec: DatasetSpec, arrivals: Arrivals = "poll", nightly:
     return dg.Definitions(
         assets=assets,
         asset_checks=[build_gate_check(spec, candidate) for candidate in keys.candidates],
-        jobs=[lifecycle, rebuild, build_retrain_job(spec)],
+        jobs=[ingest, lifecycle, build_retrain_job(spec)],
         schedules=[build_nightly_retrain_schedule(spec, running=nightly)],
         sensors=[
             *([build_landing_sensor(spec)] if arrivals == "poll" else []),

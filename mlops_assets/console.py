@@ -13,7 +13,6 @@ import warnings
 
 def run() -> None:
     warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")
-    warnings.filterwarnings("ignore", message="Asset job .* materializes assets with varying BackfillPolicies")
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
     # MLflow announces every schema check of its SQLite store at INFO.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)

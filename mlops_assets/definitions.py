@@ -12,9 +12,9 @@ import dagster as dg
 
 from mlops_assets.components import Dataset, dataset_definitions
 from mlops_assets.datasets.spec import DatasetSpec, check_unique_names, load_spec, spec_files
-from mlops_assets.landing.queue_sensor import build_event_sensor
-from mlops_assets.ml.failed_runs import build_dead_run_sensor, build_failed_run_sensor
-from mlops_assets.profiles import Arrivals, build_profile, extra_spec_locations, nightly_jobs_running
+from mlops_assets.defs.landing.queue import build_event_sensor
+from mlops_assets.defs.runs.failed_runs import build_dead_run_sensor, build_failed_run_sensor
+from mlops_assets.resources.profiles import Arrivals, build_profile, extra_spec_locations, nightly_jobs_running
 
 
 def shared_definitions(

@@ -16,10 +16,11 @@ from typing import Any
 
 import dagster as dg
 
+from mlops_assets.components import ingest_job_name, lifecycle_job_name
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.definitions import build_definitions
-from mlops_assets.storage.landing_zone import LandingZone
+from mlops_assets.resources.landing_zone import LandingZone
 
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -60,11 +61,8 @@ def load_history(
     defs = build_definitions([spec], resources)
     load = HistoryLoad(first=first, last=last, partitions=len(partitions))
     progress(f"history: {len(partitions)} {spec.grain.noun}(s) {first}..{last}: bronze, silver and gold in one run")
-    data = dg.materialize(
-        list(defs.assets or []),
-        selection=[keys.bronze, keys.silver, keys.gold],
+    data = defs.resolve_job_def(ingest_job_name(spec)).execute_in_process(
         instance=instance,
-        resources=dict(resources),
         tags={RANGE_START: first.isoformat(), RANGE_END: last.isoformat(), "mlops/history": spec.name},
         run_config=QUIET_RUN_CONFIG,
         raise_on_error=False,
@@ -78,13 +76,11 @@ def load_history(
     progress(f"history: gold holds {len(built)} {spec.grain.noun}(s) with data")
     if not models:
         return load
-    job = defs.resolve_job_def(f"{spec.name}_lifecycle")
-    selection = [keys.forecaster, keys.release(keys.forecaster), keys.predictions, keys.drift]
+    job = defs.resolve_job_def(lifecycle_job_name(spec))
     for index, partition in enumerate(built, start=1):
         run = job.execute_in_process(
             partition_key=partition,
             instance=instance,
-            asset_selection=selection,
             tags={"mlops/history": spec.name},
             run_config=QUIET_RUN_CONFIG,
             raise_on_error=False,

@@ -31,11 +31,6 @@ def partitions_back(partitions: int) -> dg.TimeWindowPartitionMapping:
     return dg.TimeWindowPartitionMapping(start_offset=-partitions, allow_nonexistent_upstream_partitions=True)
 
 
-def partition_before() -> dg.TimeWindowPartitionMapping:
-    """A partition depends on the one just before it (none for the first)."""
-    return dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)
-
-
 def partition_start(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> dt.date:
     """The first day of the partition being materialized."""
     return dt.date.fromisoformat(context.partition_key)

@@ -14,8 +14,8 @@ import yaml
 
 from examples.public_data import SPECS, landing_files
 from mlops_assets.datasets.spec import load_spec
-from mlops_assets.replay import arrivals_by_partition, late_and_twice, replay
 from mlops_assets.run_queue import partition_priority
+from mlops_dev.replay import arrivals_by_partition, late_and_twice, replay
 
 FIRST, LAST = dt.date(2013, 1, 1), dt.date(2013, 4, 30)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 import os
 import pickle
@@ -28,17 +29,17 @@ from dagster_azure.blob import AzureBlobStorageKeyCredential, AzureBlobStorageRe
 from mlops_assets import clock
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.definitions import build_definitions
-from mlops_assets.devservices import AZURITE_ACCOUNT, AZURITE_KEY, AzuriteEndpoints, run_azurite, run_mlflow_server
-from mlops_assets.landing.event_grid import blob_created_event
-from mlops_assets.landing.queue_sensor import EVENT_SENSOR_NAME
-from mlops_assets.landing.simulate import simulate
-from mlops_assets.profiles import blob_resources, local_resources
-from mlops_assets.storage.account import StorageAccount
-from mlops_assets.storage.event_queue import EventQueue
-from mlops_assets.storage.object_store import ObjectStore, seal
-from mlops_assets_tests.conftest import materialize_day, run_lifecycle
+from mlops_assets.defs.landing.event_grid import blob_created_event
+from mlops_assets.defs.landing.queue import EVENT_SENSOR_NAME
+from mlops_assets.resources.event_queue import EventQueue
+from mlops_assets.resources.profiles import blob_resources, local_resources
+from mlops_assets.resources.records import latest_record
+from mlops_assets.resources.storage import StorageAccount, StorageLocation
+from mlops_assets.resources.training_states import TrainingStateStore
+from mlops_assets_tests.conftest import TODAY, materialize_day, run_lifecycle
+from mlops_dev.services import AZURITE_ACCOUNT, AZURITE_KEY, AzuriteEndpoints, run_azurite, run_mlflow_server
+from mlops_dev.simulate import simulate
 
-TODAY = dt.datetime.now(dt.UTC).date()
 YESTERDAY = TODAY - dt.timedelta(days=1)
 
 
@@ -72,7 +73,7 @@ def upload_simulated(tmp_path: Path, azurite: AzuriteEndpoints, spec, start: dt.
     container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("landing")
     etags = {}
     for file in report.files:
-        data = (Path(staging.root.removeprefix("file://")) / file.path).read_bytes()
+        data = (Path(staging.location.uri.removeprefix("file://")) / file.path).read_bytes()
         etags[file.path] = container.upload_blob(file.path, data, overwrite=True).get_blob_properties().etag.strip('"')
     return report, etags
 
@@ -136,8 +137,17 @@ def test_whole_graph_on_azurite_with_an_mlflow_server(tmp_path, azurite, instanc
         blobs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("mlflow")
         stored = [blob.name for blob in blobs.list_blobs()]
         assert any("MLmodel" in name for name in stored), stored
+        # MLflow, on Blob, is the one store of the model: its file is the one the record names by its
+        # sha256, and no other copy is kept.
+        record = latest_record(instance, keys.forecaster, today.isoformat())
+        files = {
+            hashlib.sha256(blobs.download_blob(name).readall()).hexdigest()
+            for name in stored
+            if name.endswith(".skops")
+        }
+        assert record.artifact_sha256 in files
         models = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("models")
-        assert f"models/smart_meter_forecaster/{today.isoformat()}.pkl" in {blob.name for blob in models.list_blobs()}
+        assert list(models.list_blob_names()) == []
 
 
 def test_polling_lists_only_the_candidate_prefixes(tmp_path, azurite, blob_profile, instance, spec) -> None:
@@ -262,7 +272,7 @@ def test_a_message_that_keeps_coming_back_goes_to_the_poison_queue(azurite, blob
         while not list(queue.receive_messages(max_messages=1, visibility_timeout=1)):
             assert time.monotonic() < deadline, "the message did not come back after its visibility timeout"
             time.sleep(0.2)
-    time.sleep(1.2)
+    wait_until_visible(queue)
     defs = build_definitions([spec], blob_profile, arrivals="queue")
     result = tick(defs, EVENT_SENSOR_NAME, instance, blob_profile)
     assert result.run_requests == []
@@ -297,30 +307,22 @@ def test_an_event_for_a_blob_that_is_gone_is_acknowledged(azurite, blob_profile,
     assert queue.get_queue_properties().approximate_message_count == 0
 
 
-def test_the_object_store_refuses_a_tampered_blob(azurite, instance) -> None:
-    days = dg.DailyPartitionsDefinition(start_date="2026-01-01")
-
-    @dg.asset(partitions_def=days, io_manager_key="object_store", key=["models", "toy"])
-    def toy() -> dict:
-        return {"weights": list(range(100))}
-
-    @dg.asset(partitions_def=days, ins={"model": dg.AssetIn(["models", "toy"])})
-    def consumer(model: dict) -> int:
-        return len(model["weights"])
-
-    resources = {"object_store": ObjectStore(root="az://models", account=account_for(azurite))}
-    run = dict(partition_key="2026-01-02", resources=resources, instance=instance, raise_on_error=False)
-    assert dg.materialize([toy, consumer], **run).success
-
-    blob = BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(
-        "models", "models/toy/2026-01-02.pkl"
+def test_a_training_state_changed_on_blob_is_skipped_for_the_one_before(azurite) -> None:
+    store = TrainingStateStore(
+        location=StorageLocation(uri="az://models/training-states", account=account_for(azurite))
     )
-    forged, _ = seal(pickle.dumps({"weights": [1]}))
-    blob.upload_blob(forged, overwrite=True)
-    result = dg.materialize([toy, consumer], selection=[consumer], **run)
-    assert not result.success
-    (failure,) = [event for event in result.all_events if event.is_step_failure]
-    assert "does not hold what Dagster recorded" in failure.step_failure_data.error.cause.message
+    with store.training(dg.AssetKey(["models", "toy"]), "2026-01-02", "abc") as states:
+        digests = {step: states.save(step, {"weights": [step] * 100}) for step in (5, 10)}
+        states.flush()
+        blob = BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(
+            "models", f"training-states/models/toy/2026-01-02/abc/step-00000010.{digests[10]}.state"
+        )
+        blob.upload_blob(pickle.dumps({"weights": [1]}), overwrite=True)
+        skipped: list[str] = []
+        found = states.newest_intact(skipped)
+    assert found is not None and found.step == 5 and found.sha256 == digests[5]
+    assert found.state == {"weights": [5] * 100}
+    assert len(skipped) == 1 and "was changed after it was written" in skipped[0]
 
 
 def test_azurite_down_fails_the_tick_and_the_next_tick_catches_up(tmp_path, instance, spec, mlflow_tracking) -> None:
@@ -376,11 +378,22 @@ def test_a_message_received_again_after_its_timeout_does_not_stop_the_sensor(
     quick = {**blob_profile, "event_queue": EventQueue(account=account_for(azurite), visibility_timeout=1)}
     defs = build_definitions([spec], quick, arrivals="queue")
     first = tick(defs, EVENT_SENSOR_NAME, instance, quick)
-    time.sleep(2)
+    queue = QueueClient.from_connection_string(azurite.connection_string, "landing-events")
+    wait_until_visible(queue)
     other_reader = tick(defs, EVENT_SENSOR_NAME, instance, quick)
     assert len(other_reader.run_requests) == 1
+    # The first tick's receipt is stale now; the message comes back once more (a tick listens
+    # longer than the message stays hidden), and asks for the very same run.
     after = tick(defs, EVENT_SENSOR_NAME, instance, quick, cursor=first.cursor)
-    assert after.run_requests == [] or after.run_requests[0].run_key == first.run_requests[0].run_key
+    assert [request.run_key for request in after.run_requests] == [first.run_requests[0].run_key]
+
+
+def wait_until_visible(queue: QueueClient, seconds: float = 30) -> None:
+    """Wait until a message of ``queue`` can be received again (its visibility timeout ended)."""
+    deadline = time.monotonic() + seconds
+    while not list(queue.peek_messages(max_messages=1)):
+        assert time.monotonic() < deadline, "no message of the queue became visible again"
+        time.sleep(0.05)
 
 
 def test_a_bad_file_on_blob_is_quarantined_and_leaves_the_landing_zone(
@@ -397,12 +410,14 @@ def test_a_bad_file_on_blob_is_quarantined_and_leaves_the_landing_zone(
     assert len(kept) == 1 and kept[0].startswith(str(Path(bad.path).parent))
 
 
-def test_a_large_object_round_trips_through_blocks_and_ranges(azurite, instance) -> None:
-    """Over 8 MiB: several staged blocks on write, several ranges on read."""
-    store = ObjectStore(root="az://models", account=account_for(azurite))
-    io_manager = store.create_io_manager(dg.build_init_resource_context())
+def test_a_large_object_round_trips_through_blocks_and_ranges(azurite) -> None:
+    """Over 8 MiB: several blocks on write, several ranges on read."""
+    location = StorageLocation(uri="az://models", account=account_for(azurite))
     payload = os.urandom(20 * 1024 * 1024 + 123)
-    key = dg.AssetKey(["models", "large"])
-    output = dg.build_output_context(asset_key=key, instance=instance)
-    io_manager.handle_output(output, payload)
-    assert io_manager.load_input(dg.build_input_context(asset_key=key, instance=instance)) == payload
+    path = location.path("models", "large", "2026-01-02.bin")
+    location.write_bytes(path, payload)
+    assert location.read_bytes(path) == payload
+    blob = BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(
+        "models", "models/large/2026-01-02.bin"
+    )
+    assert len(blob.get_block_list("committed")[0]) == 3

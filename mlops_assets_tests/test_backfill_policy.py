@@ -4,30 +4,30 @@ that run builds the same tables as running the days one by one."""
 from __future__ import annotations
 
 import datetime as dt
-import logging
+import json
+import os
+import subprocess
+import sys
 import time
-import uuid
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 import pandas as pd
 import pytest
-from dagster._core.definitions.selector import PartitionRangeSelector, PartitionsByAssetSelector, PartitionsSelector
-from dagster._core.execution.backfill import PartitionBackfill
-from dagster._core.remote_origin import InProcessCodeLocationOrigin
-from dagster._core.test_utils import InProcessTestWorkspaceLoadTarget, create_test_daemon_workspace_context
-from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-from dagster._core.workspace.context import WorkspaceProcessContext
-from dagster._daemon.backfill import execute_backfill_iteration
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.definitions import build_definitions
-from mlops_assets.landing.simulate import simulate
-from mlops_assets.profiles import local_resources
+from mlops_assets.resources.profiles import local_resources
 from mlops_assets_tests.conftest import QUIET, materialize_day
+from mlops_dev.services import free_port, running_process
+from mlops_dev.simulate import simulate
 
 # A day built before the range, whose rows the range's first features look back on, then
 # six days of which the third has no files at all, so gold has a gap to step over.
@@ -229,70 +229,222 @@ def test_gold_over_a_range_without_silver_rows_builds_nothing(defs, resources, i
     assert lake.version(lake.table_uri(*keys.table(keys.gold))) is None
 
 
-@pytest.fixture
-def queued_instance() -> Iterator[dg.DagsterInstance]:
-    """An instance whose runs wait in the queue, so a backfill's runs can be counted unrun."""
-    overrides = {"run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"}}
-    with dg.instance_for_test(overrides=overrides) as test_instance:
-        yield test_instance
+REPOSITORY = Path(__file__).resolve().parents[1]
+BACKFILL_TAG = "dagster/backfill"
+STARTUP_SECONDS = 180
+# The daemon looks at backfills every 30 seconds, once it has loaded the code location.
+BACKFILL_SECONDS = 180
+
+# Runs wait in the queue and never start, so a backfill's runs can be counted unrun.
+INSTANCE_YAML = """\
+run_coordinator:
+  module: dagster
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 0
+telemetry:
+  enabled: false
+"""
+WORKSPACE_YAML = f"""\
+load_from:
+  - python_module:
+      module_name: mlops_assets.definitions
+      attribute: defs
+      location_name: mlops_assets
+      working_directory: {REPOSITORY}
+"""
+
+LOCATIONS = """
+query Locations {
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } }
+    }
+    ... on Error { message }
+  }
+}
+"""
+LAUNCH_BACKFILL = """
+mutation LaunchBackfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on Error { message }
+  }
+}
+"""
+BACKFILL_STATUS = """
+query BackfillStatus($backfillId: String!) {
+  partitionBackfillOrError(backfillId: $backfillId) {
+    __typename
+    ... on PartitionBackfill {
+      assetBackfillData {
+        assetBackfillStatuses { ... on AssetPartitionsStatusCounts { numPartitionsInProgress } }
+      }
+    }
+    ... on Error { message }
+  }
+}
+"""
+
+T = TypeVar("T")
 
 
-@pytest.fixture
-def workspace(queued_instance: dg.DagsterInstance) -> Iterator[WorkspaceProcessContext]:
-    """The project's code location, loaded in process, as the backfill daemon sees it."""
-    origin = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="mlops_assets.definitions", attribute="defs"))
-    with create_test_daemon_workspace_context(InProcessTestWorkspaceLoadTarget(origin), queued_instance) as context:
-        yield context
+@dataclass
+class RunningDagster:
+    """A ``dagster-webserver`` and a ``dagster-daemon`` serving the project's code location on
+    one instance, whose runs stay queued."""
+
+    url: str
+    instance: dg.DagsterInstance
+    processes: dict[str, tuple[subprocess.Popen, Path]]
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The ``data`` of ``query`` posted to the webserver's GraphQL endpoint."""
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        request = urllib.request.Request(f"{self.url}/graphql", body, {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                text = response.read()
+        except urllib.error.HTTPError as error:
+            # A resolver's error comes back as a 500 whose body still holds the typed result.
+            text = error.read()
+            if not text.lstrip().startswith(b"{"):
+                raise AssertionError(f"POST /graphql answered {error.code}: {text[:2000]!r}") from error
+        payload = json.loads(text)
+        assert not payload.get("errors"), payload["errors"]
+        return payload["data"]
+
+    def wait_for(self, condition: Callable[[], T | None], seconds: float, what: str) -> T:
+        """Poll ``condition`` until it returns something, failing early if a process exits."""
+        deadline = time.monotonic() + seconds
+        while True:
+            for name, (process, log) in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited with code {process.returncode}:\n{_tail(log)}")
+            found = condition()
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                logs = "\n".join(f"--- {name}\n{_tail(log)}" for name, (_, log) in self.processes.items())
+                raise TimeoutError(f"{what} within {seconds:.0f} s\n{logs}")
+            time.sleep(0.5)
 
 
-def _launch(workspace: WorkspaceProcessContext, backfill: PartitionBackfill) -> list[dg.DagsterRun]:
-    """Add ``backfill`` and let the backfill daemon take one step; the runs it requested."""
-    instance = workspace.instance
-    instance.add_backfill(backfill)
-    list(execute_backfill_iteration(workspace, logging.getLogger("backfill")))
-    return list(instance.get_runs(filters=dg.RunsFilter.for_backfill(backfill.backfill_id)))
+def _tail(log: Path, lines: int = 40) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def test_a_backfill_of_the_three_layers_over_a_range_is_one_run(workspace, queued_instance, spec) -> None:
+@pytest.fixture(scope="module")
+def dagster_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDagster]:
+    """The webserver and the daemon, started once for the tests that launch backfills: each takes
+    tens of seconds to load the code location."""
+    folder = tmp_path_factory.mktemp("dagster-services")
+    dagster_home = folder / "dagster"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text(INSTANCE_YAML)
+    workspace = folder / "workspace.yaml"
+    workspace.write_text(WORKSPACE_YAML)
+    environment = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        "MLOPS_PROFILE": "local",
+        "MLOPS_HOME": str(folder / "mlops"),
+        "MLOPS_NIGHTLY": "off",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DAGSTER_HOME", str(dagster_home))
+        # Creates the instance's SQLite storages now: the webserver, the daemon and their code
+        # servers would otherwise all create them at once, which breaks their schema migrations.
+        instance = dg.DagsterInstance.get()
+    bin_dir = Path(sys.executable).parent
+    port = free_port()
+    commands = {
+        "dagster-webserver": [
+            str(bin_dir / "dagster-webserver"),
+            *("--workspace", str(workspace), "--host", "127.0.0.1", "--port", str(port)),
+        ],
+        "dagster-daemon": [str(bin_dir / "dagster-daemon"), "run", "--workspace", str(workspace)],
+    }
+    with instance, ExitStack() as stack:
+        processes = {}
+        for name, command in commands.items():
+            log = folder / f"{name}.log"
+            processes[name] = (stack.enter_context(running_process(command, log, environment, cwd=folder)), log)
+        services = RunningDagster(url=f"http://127.0.0.1:{port}", instance=instance, processes=processes)
+        services.wait_for(lambda: _location_loaded(services), STARTUP_SECONDS, "the webserver loaded no code location")
+        yield services
+
+
+def _location_loaded(services: RunningDagster) -> bool:
+    """Whether the webserver answers with the code location loaded; fails if it did not load."""
+    try:
+        workspace = services.graphql(LOCATIONS)["workspaceOrError"]
+    except (urllib.error.URLError, ConnectionError):
+        return False
+    assert workspace["__typename"] == "Workspace", workspace
+    (entry,) = workspace["locationEntries"]
+    if entry["loadStatus"] != "LOADED":
+        return False
+    location = entry["locationOrLoadError"]
+    assert location["__typename"] == "RepositoryLocation", location.get("message", location)
+    return True
+
+
+def _asset_key(key: dg.AssetKey) -> dict[str, list[str]]:
+    return {"path": list(key.path)}
+
+
+def _launch(services: RunningDagster, params: dict[str, Any]) -> list[dg.DagsterRun]:
+    """Launch a backfill of ``params`` (GraphQL ``LaunchBackfillParams``) as the UI does; the
+    runs the daemon requested for it in its first pass."""
+    launched = services.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+    if launched["__typename"] != "LaunchBackfillSuccess":
+        pytest.fail(f"launchPartitionBackfill: {launched['__typename']}: {launched.get('message')}")
+    backfill_id = launched["backfillId"]
+
+    def requested() -> list[dg.DagsterRun] | None:
+        # The daemon creates a pass's runs one by one, then counts their partitions in progress:
+        # once it counts some, every run of the pass exists, so the runs are read after that.
+        if not _partitions_in_progress(services, backfill_id):
+            return None
+        records = services.instance.get_run_records(filters=dg.RunsFilter(tags={BACKFILL_TAG: backfill_id}))
+        return [record.dagster_run for record in records]
+
+    return services.wait_for(requested, BACKFILL_SECONDS, f"the daemon requested no run for backfill {backfill_id}")
+
+
+def _partitions_in_progress(services: RunningDagster, backfill_id: str) -> int:
+    backfill = services.graphql(BACKFILL_STATUS, {"backfillId": backfill_id})["partitionBackfillOrError"]
+    assert backfill["__typename"] == "PartitionBackfill", backfill
+    statuses = backfill["assetBackfillData"]["assetBackfillStatuses"]
+    return sum(status.get("numPartitionsInProgress", 0) for status in statuses)
+
+
+def test_a_backfill_of_the_three_layers_over_a_range_is_one_run(dagster_services, spec) -> None:
+    """A backfill of bronze, silver and gold over a range of days, launched through the
+    webserver, is one run of the three layers for the whole range, with silver's checks."""
     first, last = RANGE[0].isoformat(), RANGE[-1].isoformat()
-    days = PartitionsSelector(ranges=[PartitionRangeSelector(start=first, end=last)])
-    backfill = PartitionBackfill.from_partitions_by_assets(
-        backfill_id=uuid.uuid4().hex[:8],
-        asset_graph=workspace.create_request_context().asset_graph,
-        backfill_timestamp=time.time(),
-        tags={},
-        dynamic_partitions_store=queued_instance,
-        partitions_by_assets=[PartitionsByAssetSelector(asset_key=key, partitions=days) for key in _layers(spec)],
-        title=None,
-        description=None,
-        run_config=None,
-    )
-    (run,) = _launch(workspace, backfill)
+    days = {"ranges": [{"start": first, "end": last}]}
+    params = {"partitionsByAssets": [{"assetKey": _asset_key(key), "partitions": days} for key in _layers(spec)]}
+    (run,) = _launch(dagster_services, params)
     assert run.asset_selection == set(_layers(spec))
     assert run.tags["dagster/asset_partition_range_start"] == first
     assert run.tags["dagster/asset_partition_range_end"] == last
     assert {check.name for check in run.asset_check_selection or []} == {rule.name for rule in spec.quality}
 
 
-def test_a_backfill_of_the_same_days_for_the_selection_starts_with_one_run(workspace, queued_instance, spec) -> None:
+def test_a_backfill_of_the_same_days_for_the_selection_starts_with_one_run(dagster_services, spec) -> None:
     """A backfill naming one set of days for the whole selection also takes gold's next day
     (whose lags read the range's last day), so gold waits for a run of its own; bronze and
     silver still go in one run for the whole range."""
     keys = DatasetKeys(spec)
-    backfill = PartitionBackfill.from_asset_partitions(
-        backfill_id=uuid.uuid4().hex[:8],
-        asset_graph=workspace.create_request_context().asset_graph,
-        partition_names=[day.isoformat() for day in RANGE],
-        asset_selection=_layers(spec),
-        backfill_timestamp=time.time(),
-        tags={},
-        dynamic_partitions_store=queued_instance,
-        all_partitions=False,
-        title=None,
-        description=None,
-        run_config=None,
-    )
-    (run,) = _launch(workspace, backfill)
+    params = {
+        "assetSelection": [_asset_key(key) for key in _layers(spec)],
+        "partitionNames": [day.isoformat() for day in RANGE],
+    }
+    (run,) = _launch(dagster_services, params)
     assert {keys.bronze, keys.silver} <= run.asset_selection
     assert run.tags["dagster/asset_partition_range_start"] == RANGE[0].isoformat()
     assert run.tags["dagster/asset_partition_range_end"] == RANGE[-1].isoformat()

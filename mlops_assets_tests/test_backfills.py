@@ -12,12 +12,13 @@ import dagster as dg
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.definitions import build_definitions
-from mlops_assets.lakehouse.delta import DeltaLake
-from mlops_assets.landing.simulate import simulate
-from mlops_assets.ml.release import first_champion_partition
-from mlops_assets.ml.retraining import REASON_TAG, retrain_job_name
-from mlops_assets.profiles import local_resources
+from mlops_assets.defs.models.retraining import REASON_TAG, retrain_job_name
+from mlops_assets.defs.registry.decisions import first_champion_partition
+from mlops_assets.resources.delta_lake import DeltaLake
+from mlops_assets.resources.profiles import local_resources
+from mlops_assets.resources.storage import StorageLocation
 from mlops_assets_tests.conftest import materialize_day
+from mlops_dev.simulate import simulate
 
 # Months before today: the old nightly backfill looked at the last week only and never saw them.
 START = dt.date(2026, 2, 1)
@@ -37,16 +38,16 @@ def test_failed_partitions_of_the_whole_history_are_retried_once_per_backfill_ti
     defs = build_definitions([spec], resources)
     simulate(resources["landing"], spec, START, days=len(DAYS), meters=16, meters_per_file=8)
     data = [keys.bronze, keys.silver, keys.gold]
-    models = [keys.forecaster, keys.release(keys.forecaster)]
+    models = [keys.forecaster, keys.decision(keys.forecaster)]
     scoring = [keys.predictions, keys.drift]
     complete, failed = DAYS[:4], DAYS[4]
     for day in complete:
         materialize_day(defs, resources, instance, [*data, *models], day)
         materialize_day(defs, resources, instance, scoring, day)
-    assert first_champion_partition(instance, keys.release(keys.forecaster)) < failed.isoformat()
+    assert first_champion_partition(instance, keys.decision(keys.forecaster)) < failed.isoformat()
     # The last day's data lands, then its forecaster fails: its lake is unreachable.
     materialize_day(defs, resources, instance, data, failed)
-    unreachable = {**resources, "lake": DeltaLake(root=str(tmp_path / "unmounted"))}
+    unreachable = {**resources, "lake": DeltaLake(location=StorageLocation(uri=str(tmp_path / "unmounted")))}
     broken = materialize_day(defs, unreachable, instance, [keys.forecaster], failed, raise_on_error=False)
     assert not broken.success
     status = instance.get_status_by_partition(
@@ -75,10 +76,11 @@ def test_failed_partitions_of_the_whole_history_are_retried_once_per_backfill_ti
         defs=defs, instance=instance, evaluation_time=after_tick, cursor=quiet.cursor
     )
     # The failed forecaster, with what it feeds on that day in the same run: the registry's
-    # decision, and the scoring that reads the decision.
-    for key in [*models, *scoring]:
+    # decision. The day's scoring reads the decision before it, which did not change: it is not
+    # asked for again.
+    for key in models:
         assert requested(healed, key) == [failed.isoformat()], key
-    for key in data:
+    for key in [*data, *scoring]:
         assert requested(healed, key) == [], key
 
     later = dg.evaluate_automation_conditions(
@@ -88,7 +90,6 @@ def test_failed_partitions_of_the_whole_history_are_retried_once_per_backfill_ti
 
     # Running what it asked for heals: the next tick finds nothing to retry.
     materialize_day(defs, resources, instance, models, failed)
-    materialize_day(defs, resources, instance, scoring, failed)
     next_tick = dt.datetime(2027, 1, 6, 3, 31, tzinfo=zone)
     settled = dg.evaluate_automation_conditions(
         defs=defs, instance=instance, evaluation_time=next_tick, cursor=later.cursor
@@ -101,7 +102,7 @@ def test_a_failed_ingestion_is_retried_after_the_backfill_tick(tmp_path, spec, i
     keys = DatasetKeys(spec)
     defs = build_definitions([spec], resources)
     simulate(resources["landing"], spec, START, days=1, meters=4, meters_per_file=4)
-    unreachable = {**resources, "lake": DeltaLake(root=str(tmp_path / "unmounted"))}
+    unreachable = {**resources, "lake": DeltaLake(location=StorageLocation(uri=str(tmp_path / "unmounted")))}
     (tmp_path / "unmounted").write_text("a file where the lake's folder should be")
     assert not materialize_day(defs, unreachable, instance, [keys.bronze], START, raise_on_error=False).success
 

@@ -16,9 +16,9 @@ import pytest
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
-from mlops_assets.lakehouse.bronze import SOURCE_ETAG, SOURCE_FILE, ingest_days
-from mlops_assets.landing.simulate import simulate
+from mlops_assets.defs.lakehouse.bronze import SOURCE_ETAG, SOURCE_FILE, ingest_days
 from mlops_assets_tests.conftest import materialize_day
+from mlops_dev.simulate import simulate
 
 DAY = dt.date(2026, 1, 5)
 
@@ -52,7 +52,7 @@ def test_a_replaced_file_is_ingested_again_as_a_new_version(defs, resources, ins
     simulate(resources["landing"], spec, DAY, days=1, meters=2, meters_per_file=2, dirty_share=0.0)
     materialize_day(defs, resources, instance, [keys.bronze], DAY)
     (path,) = {*(_bronze_rows(resources, spec)[SOURCE_FILE])}
-    landing_file = Path(resources["landing"].root.removeprefix("file://")) / path
+    landing_file = Path(resources["landing"].location.uri.removeprefix("file://")) / path
     landing_file.write_text(landing_file.read_text().replace("MTR-00001", "MTR-00009"))
 
     materialize_day(defs, resources, instance, [keys.bronze], DAY)
@@ -245,7 +245,7 @@ def test_the_file_written_last_wins_a_duplicate_reading(defs, resources, instanc
     """Two files of one run hold the same reading: the correction (modified later) wins, not
     the file whose name sorts last."""
     keys = DatasetKeys(spec)
-    root = Path(resources["landing"].root.removeprefix("file://"))
+    root = Path(resources["landing"].location.uri.removeprefix("file://"))
     header = "meter_id,timestamp,kwh,temperature\n"
     for name, kwh, modified in (("a-correction.csv", 9.0, 2_000_000_000), ("b-original.csv", 1.0, 1_900_000_000)):
         path = f"{spec.landing.prefix}/{spec.landing.path_pattern.path_for(DAY, name)}"

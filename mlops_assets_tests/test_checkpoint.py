@@ -1,6 +1,6 @@
 """The checkpoint model: days continue from the latest earlier checkpoint (a gap is recorded,
 not refused), its inputs and target are standardised, and a training killed mid-way resumes
-from its newest intact checkpoint and ends with the same model."""
+from its newest intact saved state and ends with the same model."""
 
 from __future__ import annotations
 
@@ -21,13 +21,14 @@ import yaml
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import bundled_spec_paths, load_spec
 from mlops_assets.definitions import build_definitions
-from mlops_assets.landing.simulate import simulate
-from mlops_assets.ml.checkpoint import new_rows
-from mlops_assets.ml.continued import TrainingState, make_trainer, train_day
-from mlops_assets.partitions import partitions_def
-from mlops_assets.profiles import local_resources
-from mlops_assets.storage.checkpoints import CheckpointStore
+from mlops_assets.defs.models.checkpoint import new_rows
+from mlops_assets.defs.models.continued import MlpTrainer, TrainingState, train_day
+from mlops_assets.resources.profiles import local_resources
+from mlops_assets.resources.records import latest_record
+from mlops_assets.resources.storage import StorageLocation
+from mlops_assets.resources.training_states import TrainingStateStore
 from mlops_assets_tests.conftest import materialize_day
+from mlops_dev.simulate import simulate
 
 START = dt.date(2026, 3, 1)
 DAYS = [START, START + dt.timedelta(days=1)]
@@ -36,21 +37,18 @@ EPOCHS, EVERY = 400, 25
 # The child process: materialize one checkpoint day on the test's instance and stores.
 CHILD = """
 import sys, dagster as dg
-from dagster._core.instance.ref import InstanceRef
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import load_spec
 from mlops_assets.definitions import build_definitions
-from mlops_assets.ml.tracking import MlflowTracking
-from mlops_assets.partitions import partitions_def
-from mlops_assets.profiles import local_resources
-from mlops_assets.storage.checkpoints import CheckpointStore
+from mlops_assets.resources.mlflow_tracking import MlflowTracking
+from mlops_assets.resources.profiles import local_resources
 from pathlib import Path
 
-spec_path, home, instance_dir, tracking, day = sys.argv[1:]
+spec_path, home, tracking, day = sys.argv[1:]
 spec = load_spec(spec_path)
 resources = {**local_resources(Path(home)), "mlflow_tracking": MlflowTracking(tracking_uri=tracking)}
 defs = build_definitions([spec], resources)
-with dg.DagsterInstance.from_ref(InstanceRef.from_dir(instance_dir)) as instance:
+with dg.DagsterInstance.get() as instance:
     dg.materialize(list(defs.assets), selection=[DatasetKeys(spec).checkpoint], partition_key=day,
                    instance=instance, resources=resources)
 """
@@ -107,7 +105,7 @@ def test_day_after_day_continues_from_the_latest_earlier_checkpoint(tmp_path, sp
     metadata = second.asset_materializations_for_node(keys.checkpoint.to_python_identifier())[0].metadata
     first = stored(days[0])
     assert metadata["parent_checkpoint"].value == days[0].isoformat()
-    assert metadata["parent_sha256"].value == first.metadata["sha256"].value
+    assert metadata["parent_sha256"].value == first.metadata["model_sha256"].value
     assert metadata["days_trained"].value == 2 and metadata["skipped_partitions"].value == []
     assert first.metadata["parent_checkpoint"].value == "fresh"
     assert metadata["steps_run"].value == spec.checkpoint.epochs
@@ -124,8 +122,8 @@ def test_day_after_day_continues_from_the_latest_earlier_checkpoint(tmp_path, sp
     assert skipped["parent_checkpoint"].value == days[1].isoformat()
     assert skipped["skipped_partitions"].value == [days[2].isoformat()]
     assert skipped["days_trained"].value == 3
-    # Intermediate checkpoints are gone once the day's model is stored.
-    assert not list((tmp_path / "mlops" / "checkpoints").rglob("*.ckpt"))
+    # The saved training states are gone once the day's model is stored.
+    assert not list((tmp_path / "mlops" / "training-states").rglob("*.state"))
 
 
 def test_the_network_learns_in_any_unit(tmp_path, spec) -> None:
@@ -137,8 +135,8 @@ def test_the_network_learns_in_any_unit(tmp_path, spec) -> None:
     in_wh = rows.assign(kwh=rows["kwh"] * 1000)
     models = []
     for frame in (rows, in_wh):
-        trainer = make_trainer(
-            "mlp", "kwh", {"hidden_layer_sizes": [8], "learning_rate_init": 0.01, "batch_size": 32}, seed=3
+        trainer = MlpTrainer(
+            target="kwh", params={"hidden_layer_sizes": [8], "learning_rate_init": 0.01, "batch_size": 32}, seed=3
         )
         training = train_day(
             trainer,
@@ -172,7 +170,7 @@ def test_a_killed_training_resumes_from_its_last_checkpoint_and_ends_with_the_sa
             _materialize(defs, resources, instance, key, day)
     _materialize(defs, resources, instance, keys.checkpoint, DAYS[0])
 
-    folder = home / "checkpoints" / "models" / f"{spec.name}_checkpoint" / DAYS[1].isoformat()
+    folder = home / "training-states" / "models" / f"{spec.name}_checkpoint" / DAYS[1].isoformat()
     child = subprocess.Popen(
         [
             sys.executable,
@@ -180,23 +178,23 @@ def test_a_killed_training_resumes_from_its_last_checkpoint_and_ends_with_the_sa
             CHILD,
             str(spec_path),
             str(home),
-            str(instance_dir),
             mlflow_tracking.tracking_uri,
             DAYS[1].isoformat(),
         ],
+        env={**os.environ, "DAGSTER_HOME": str(instance_dir)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and child.poll() is None:
-        written = sorted(folder.rglob("step-*.ckpt"))
+        written = sorted(folder.rglob("step-*.state"))
         if len(written) >= 3:
             break
         time.sleep(0.02)
     assert child.poll() is None, "the training ended before it could be killed"
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
-    saved = sorted(int(path.stem.split("-")[1]) for path in folder.rglob("step-*.ckpt"))
+    saved = sorted(int(path.name.split(".")[0].split("-")[1]) for path in folder.rglob("step-*.state"))
     assert saved and saved[-1] < EPOCHS
 
     (killed,) = [run for run in instance.get_runs() if run.status == dg.DagsterRunStatus.STARTED]
@@ -215,37 +213,31 @@ def test_a_killed_training_resumes_from_its_last_checkpoint_and_ends_with_the_sa
     assert metadata["steps_run"].value == EPOCHS - resumed
 
     # The same day trained without interruption, from the same parent model and rows.
-    store = resources["object_store"].create_io_manager(None)
-
-    def stored(day: dt.date):
-        return store.load_input(
-            dg.build_input_context(
-                asset_key=keys.checkpoint,
-                partition_key=day.isoformat(),
-                asset_partitions_def=partitions_def(spec),
-                instance=instance,
-            )
-        )
-
-    parent_model = stored(DAYS[0])
+    tracking = resources["mlflow_tracking"]
+    parent = latest_record(instance, keys.checkpoint, DAYS[0].isoformat())
     lake = resources["lake"]
     gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), DAYS).rows
     window = (max(spec.start_date, DAYS[1] - dt.timedelta(days=spec.model.window_partitions - 1)), DAYS[1])
-    train, holdout, _ = new_rows(gold, spec, window, parent_model)
-    trainer = make_trainer(spec.checkpoint.family, spec.target_column, spec.checkpoint.params, spec.checkpoint.seed)
+    train, holdout, _ = new_rows(gold, spec, window, parent)
+    trainer = MlpTrainer(target=spec.target_column, params=spec.checkpoint.params, seed=spec.checkpoint.seed)
     uninterrupted = train_day(
-        trainer, TrainingState(model=parent_model.model, step=0), train, DAYS[1], steps=EPOCHS, checkpoint_every=EVERY
+        trainer,
+        TrainingState(model=tracking.load_model(parent), step=0),
+        train,
+        DAYS[1],
+        steps=EPOCHS,
+        checkpoint_every=EVERY,
     )
-    resumed_model = stored(DAYS[1])
+    resumed_model = tracking.load_model(latest_record(instance, keys.checkpoint, DAYS[1].isoformat()))
     assert np.array_equal(resumed_model.predict(holdout), uninterrupted.model.predict(holdout))
 
 
-def test_a_damaged_newest_checkpoint_is_skipped_for_the_one_before(tmp_path) -> None:
-    store = CheckpointStore(root=(tmp_path / "checkpoints").as_uri())
+def test_a_damaged_newest_saved_state_is_skipped_for_the_one_before(tmp_path) -> None:
+    store = TrainingStateStore(location=StorageLocation(uri=(tmp_path / "states").as_uri()))
     with store.training(dg.AssetKey(["models", "toy"]), "2026-03-01", "abc") as run:
         digests = {step: run.save(step, {"weights": [step] * 3}) for step in (5, 10, 15)}
         run.flush()
-        newest = next((tmp_path / "checkpoints").rglob("step-00000015.ckpt"))
+        newest = next((tmp_path / "states").rglob("step-00000015.*.state"))
         newest.write_bytes(newest.read_bytes()[:-2] + b"xx")
         skipped: list[str] = []
         found = run.newest_intact(skipped)

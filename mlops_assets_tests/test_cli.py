@@ -19,9 +19,9 @@ from mlops_assets.cli import main
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import load_spec, spec_document
 from mlops_assets.definitions import build_definitions
-from mlops_assets.landing.simulate import simulate
-from mlops_assets.profiles import local_resources
+from mlops_assets.resources.profiles import local_resources
 from mlops_assets_tests.conftest import materialize_day
+from mlops_dev.simulate import simulate
 
 
 def test_demo_runs_end_to_end_and_summarizes(tmp_path: Path, monkeypatch) -> None:

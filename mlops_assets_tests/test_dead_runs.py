@@ -18,8 +18,8 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlops_assets.devservices import running_process
-from mlops_assets.ml.failed_runs import GRPC_INFO_TAG, _started_by_a_code_server_here
+from mlops_assets.defs.runs.failed_runs import GRPC_INFO_TAG, _started_by_a_code_server_here
+from mlops_dev.services import running_process
 
 LOCATION = Path(__file__).parent / "locations" / "killed_training.py"
 REPOSITORY = Path(__file__).parents[1]

@@ -29,8 +29,8 @@ def test_definitions_hold_every_layer_check_sensor_and_job(defs, spec) -> None:
         keys.gold,
         keys.forecaster,
         keys.checkpoint,
-        keys.release(keys.forecaster),
-        keys.release(keys.checkpoint),
+        keys.decision(keys.forecaster),
+        keys.decision(keys.checkpoint),
         keys.predictions,
         keys.drift,
         keys.tuning,
@@ -48,7 +48,7 @@ def test_definitions_hold_every_layer_check_sensor_and_job(defs, spec) -> None:
     }
     assert {schedule.name for schedule in defs.schedules} == {"smart_meter_nightly_retrain"}
     for candidate in keys.candidates:
-        release = keys.release(candidate)
+        release = keys.decision(candidate)
         gates = [check for check in graph.asset_check_keys if check.asset_key == release]
         assert [check.name for check in gates] == ["beats_champion"]
         # The gate records the decision; a refused candidate keeps the champion before it, so
@@ -60,7 +60,7 @@ def test_definitions_hold_every_layer_check_sensor_and_job(defs, spec) -> None:
     window = graph.get(keys.forecaster).partition_mappings[keys.gold]
     assert (window.start_offset, window.end_offset) == (-(spec.model.window_partitions - 1), 0)
     # The champion that scores a day is the registry's decision for the day before.
-    assert graph.get(keys.predictions).parent_keys == {keys.gold, keys.release(keys.forecaster)}
+    assert graph.get(keys.predictions).parent_keys == {keys.gold, keys.decision(keys.forecaster)}
     assert defs.resolve_job_def("smart_meter_lifecycle").partitions_def == graph.get(keys.bronze).partitions_def
     assert isinstance(graph.get(keys.gold).automation_condition, dg.AutomationCondition)
 

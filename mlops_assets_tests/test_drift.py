@@ -12,11 +12,11 @@ import pandas as pd
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.definitions import build_definitions
-from mlops_assets.landing.simulate import simulate
-from mlops_assets.ml.retraining import REASON_TAG, TRIGGER_TAG, retrain_job_name
-from mlops_assets.monitoring.drift import drift_report, ks, monitored_columns, psi
-from mlops_assets.profiles import local_resources
+from mlops_assets.defs.models.retraining import REASON_TAG, TRIGGER_TAG, retrain_job_name
+from mlops_assets.defs.monitoring.statistics import drift_report, ks, monitored_columns, psi
+from mlops_assets.resources.profiles import local_resources
 from mlops_assets_tests.conftest import materialize_day
+from mlops_dev.simulate import simulate
 
 START = dt.date(2026, 4, 6)
 NORMAL = [START + dt.timedelta(days=offset) for offset in range(8)]
@@ -58,7 +58,7 @@ def test_normal_days_do_not_drift_a_heat_wave_does_and_retraining_waits_for_thre
     defs = build_definitions([spec], resources)
     simulate(resources["landing"], spec, START, days=len(NORMAL), meters=12, meters_per_file=6, dirty_share=0)
     lake = resources["lake"]
-    lifecycle = [keys.bronze, keys.silver, keys.gold, keys.forecaster, keys.release(keys.forecaster)]
+    lifecycle = [keys.bronze, keys.silver, keys.gold, keys.forecaster, keys.decision(keys.forecaster)]
     for day in NORMAL:
         materialize_day(defs, resources, instance, lifecycle, day)
     template = lake.read_days(lake.table_uri(*keys.table(keys.silver)), [NORMAL[-1]]).rows

@@ -36,22 +36,22 @@ import pyarrow as pa
 import pytest
 from azure.storage.blob import BlobServiceClient
 from deltalake import DeltaTable
-from upath import UPath
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.definitions import build_definitions
-from mlops_assets.devservices import AzuriteEndpoints, run_azurite, run_mlflow_server
-from mlops_assets.lakehouse.bronze import SOURCE_FILE
-from mlops_assets.lakehouse.delta import DeltaLake
-from mlops_assets.landing.simulate import simulate
-from mlops_assets.ml import forecaster
-from mlops_assets.ml.registry import Registry
-from mlops_assets.ml.trainer import train_forecaster
-from mlops_assets.profiles import blob_resources, local_resources
-from mlops_assets.storage.object_store import BLOB_BLOCK_BYTES, ObjectStore, read_sealed
+from mlops_assets.defs.lakehouse.bronze import SOURCE_FILE
+from mlops_assets.defs.models import forecaster
+from mlops_assets.defs.models.training import train_forecaster
+from mlops_assets.resources.delta_lake import DeltaLake
+from mlops_assets.resources.mlflow_tracking import MlflowTracking
+from mlops_assets.resources.profiles import blob_resources, local_resources
+from mlops_assets.resources.records import read_record
+from mlops_assets.resources.storage import BLOB_BLOCK_BYTES, StorageLocation
 from mlops_assets_tests.conftest import materialize_day, run_lifecycle
 from mlops_assets_tests.test_azurite import account_for
+from mlops_dev.services import AzuriteEndpoints, run_azurite, run_mlflow_server
+from mlops_dev.simulate import simulate
 
 DAY = dt.date(2026, 2, 10)
 CHILD_SECONDS = 180
@@ -63,40 +63,36 @@ OUTAGE_SECONDS = 5
 RUN_CHILD = """
 import json, sys
 import dagster as dg
-from dagster._core.instance.ref import InstanceRef
 from dagster_azure.blob import AzureBlobStorageKeyCredential, AzureBlobStorageResource
 from mlops_assets.datasets.spec import load_bundled_specs
 from mlops_assets.definitions import build_definitions
-from mlops_assets.devservices import AZURITE_KEY
-from mlops_assets.profiles import blob_resources
-from mlops_assets.storage.account import StorageAccount
+from mlops_dev.services import AZURITE_KEY
+from mlops_assets.resources.profiles import blob_resources
+from mlops_assets.resources.storage import StorageAccount
 
 job = json.loads(sys.argv[1])
 (spec,) = [spec for spec in load_bundled_specs() if spec.name == "smart_meter"]
 blob = AzureBlobStorageResource(account_url=job["blob_url"], credential=AzureBlobStorageKeyCredential(key=AZURITE_KEY))
 resources = blob_resources(StorageAccount(blob=blob, queue_url=job["queue_url"]), job["tracking"], poll_days=2)
 defs = build_definitions([spec], resources)
-with dg.DagsterInstance.from_ref(InstanceRef.from_dir(job["instance"])) as instance:
-    result = dg.materialize([*defs.assets, *defs.asset_checks], selection=[dg.AssetKey(key) for key in job["keys"]],
+with dg.DagsterInstance.get() as instance:
+    result = dg.materialize(list(defs.assets), selection=[dg.AssetKey(key) for key in job["keys"]],
                             partition_key=job["day"], instance=instance, resources=resources, raise_on_error=False)
 sys.exit(0 if result.success else 1)
 """
 
-# A child that stores one object through the object store, as the IO manager does for a model.
+# A child that stores one large object at a storage location on Blob, as a training state is.
 WRITE_CHILD = """
 import pickle, sys
 import numpy as np
 from dagster_azure.blob import AzureBlobStorageKeyCredential, AzureBlobStorageResource
-from upath import UPath
-from mlops_assets.devservices import AZURITE_KEY
-from mlops_assets.storage.account import StorageAccount
-from mlops_assets.storage.object_store import ObjectStore
+from mlops_dev.services import AZURITE_KEY
+from mlops_assets.resources.storage import StorageAccount, StorageLocation
 
 blob_url, path, values = sys.argv[1:]
 blob = AzureBlobStorageResource(account_url=blob_url, credential=AzureBlobStorageKeyCredential(key=AZURITE_KEY))
-account = StorageAccount(blob=blob)
-store = ObjectStore(root="az://models", account=account).create_io_manager(None)
-store.write_sealed(UPath(path, **account.fsspec_options()), pickle.dumps(np.arange(int(values), dtype=float)))
+location = StorageLocation(uri="az://models", account=StorageAccount(blob=blob))
+location.write_bytes(location.resolve(path), pickle.dumps(np.arange(int(values), dtype=float)))
 """
 
 
@@ -272,7 +268,7 @@ def _stage(tmp_path: Path, spec: DatasetSpec, start: dt.date, meters: int, meter
     """Simulate the files of ``days`` days locally; returns the simulated files and their folder."""
     staging = local_resources(tmp_path / "staging")["landing"]
     report = simulate(staging, spec, start, days=days, meters=meters, meters_per_file=meters_per_file, dirty_share=0.0)
-    return report.files, Path(staging.root.removeprefix("file://"))
+    return report.files, Path(staging.location.uri.removeprefix("file://"))
 
 
 def _upload(endpoints: AzuriteEndpoints, folder: Path, files) -> int:
@@ -283,9 +279,10 @@ def _upload(endpoints: AzuriteEndpoints, folder: Path, files) -> int:
     return sum(file.records for file in files)
 
 
-def _spawn(tmp_path: Path, name: str, code: str, *args: str) -> subprocess.Popen:
+def _spawn(tmp_path: Path, name: str, code: str, *args: str, instance_dir: Path | None = None) -> subprocess.Popen:
     log = (tmp_path / f"{name}.log").open("wb")
-    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=log, stderr=subprocess.STDOUT)
+    env = {**os.environ, **({"DAGSTER_HOME": str(instance_dir)} if instance_dir else {})}
+    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def _spawn_run(
@@ -294,12 +291,11 @@ def _spawn_run(
     job = {
         "blob_url": endpoints.blob_url,
         "queue_url": endpoints.queue_url,
-        "instance": str(instance_dir),
         "tracking": tracking,
         "keys": [key.path for key in keys],
         "day": day.isoformat(),
     }
-    return _spawn(tmp_path, name, RUN_CHILD, json.dumps(job))
+    return _spawn(tmp_path, name, RUN_CHILD, json.dumps(job), instance_dir=instance_dir)
 
 
 def _kill(child: subprocess.Popen) -> None:
@@ -365,35 +361,35 @@ def _retries(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     ]
 
 
-def test_a_model_upload_killed_before_its_block_list_commits_leaves_the_old_object(tmp_path, restartable, gate):
-    """The object store stages a large object's blocks and commits them in one request: a
-    writer killed with SIGKILL after staging them leaves the old object, whole and verified."""
+def test_a_large_write_killed_before_its_block_list_commits_leaves_the_old_object(tmp_path, restartable, gate):
+    """A storage location on Blob uploads a large object as blocks staged in parallel and
+    committed in one request (the storage SDK's own transfer): a writer killed with SIGKILL
+    after staging them leaves the old object, whole."""
     account = account_for(restartable.endpoints)
-    store = ObjectStore(root="az://models", account=account).create_io_manager(None)
-    path = UPath("az://models/models/smart_meter_forecaster/2026-02-10.pkl", **account.fsspec_options())
+    location = StorageLocation(uri="az://models", account=account)
+    name = "training-states/models/smart_meter_checkpoint/2026-02-10/abc/step-00000010.state"
+    path = location.path(name)
     old = np.arange(10, dtype=float)
-    store.write_sealed(path, pickle.dumps(old))
+    location.write_bytes(path, pickle.dumps(old))
     values = 5 * BLOB_BLOCK_BYTES // 16  # two and a half blocks of float64
-    blocks = -(-len(pickle.dumps(np.arange(values, dtype=float))) // BLOB_BLOCK_BYTES) + 1  # and the header's
+    blocks = -(-len(pickle.dumps(np.arange(values, dtype=float))) // BLOB_BLOCK_BYTES)
 
-    gate.hold(r"^PUT /\S+/models/smart_meter_forecaster/2026-02-10\.pkl\?comp=blocklist")
+    gate.hold(r"^PUT /\S+/models/training-states/\S+/step-00000010\.state\?comp=blocklist")
     child = _spawn(tmp_path, "writer", WRITE_CHILD, gate.endpoints.blob_url, str(path), str(values))
     gate.wait_held()
     _kill(child)
 
     blob = BlobServiceClient.from_connection_string(restartable.endpoints.connection_string).get_blob_client(
-        "models", "models/smart_meter_forecaster/2026-02-10.pkl"
+        "models", name
     )
     _, staged = blob.get_block_list("uncommitted")
-    assert len(staged) == blocks == 4, "the writer was not killed between staging its blocks and committing them"
-    payload, _ = read_sealed(path, account)
-    np.testing.assert_array_equal(pickle.loads(payload), old)
+    assert len(staged) == blocks == 3, "the writer was not killed between staging its blocks and committing them"
+    np.testing.assert_array_equal(pickle.loads(location.read_bytes(path)), old)
 
     gate.release()
     rerun = _spawn(tmp_path, "rewriter", WRITE_CHILD, gate.endpoints.blob_url, str(path), str(values))
     assert rerun.wait(timeout=CHILD_SECONDS) == 0
-    payload, _ = read_sealed(path, account)
-    np.testing.assert_array_equal(pickle.loads(payload), np.arange(values, dtype=float))
+    np.testing.assert_array_equal(pickle.loads(location.read_bytes(path)), np.arange(values, dtype=float))
     assert blob.get_block_list("uncommitted")[1] == []
 
 
@@ -521,13 +517,14 @@ def test_two_runs_ingesting_the_same_day_at_once_insert_its_rows_once(
 
 
 @pytest.mark.slow
-def test_azurite_stopped_during_ingestion_training_and_scoring_then_restarted(
+def test_azurite_stopped_during_ingestion_training_and_model_loading_then_restarted(
     tmp_path, restartable, shared_instance, spec, monkeypatch
 ):
     """Azurite goes down for a few seconds in the middle of bronze's ingestion (between reading
-    the files and the MERGE), of the forecaster (after fitting, before the model is logged and
-    stored) and of the predictions (between reading gold and writing the scores). The storage
-    clients' and Dagster's retry policies carry each step over the outage."""
+    the files and the MERGE), of the forecaster (after fitting, before the model is logged) and
+    of the first load of a model from MLflow (the registry's decision, before it judges the
+    candidate). The storage clients' and Dagster's retry policies carry each step over the
+    outage."""
     instance, _ = shared_instance
     days = [DAY - dt.timedelta(days=2), DAY - dt.timedelta(days=1), DAY]
     with run_mlflow_server(tmp_path / "mlflow", restartable.endpoints) as tracking_uri:
@@ -548,14 +545,16 @@ def test_azurite_stopped_during_ingestion_training_and_scoring_then_restarted(
 
         monkeypatch.setattr(DeltaLake, "insert_new", _before(lambda: outage("ingestion"), DeltaLake.insert_new))
         monkeypatch.setattr(forecaster, "train_forecaster", _after(lambda: outage("training"), train_forecaster))
-        monkeypatch.setattr(Registry, "load", _before(lambda: outage("scoring"), Registry.load))
+        monkeypatch.setattr(
+            MlflowTracking, "load_model", _before(lambda: outage("model loading"), MlflowTracking.load_model)
+        )
         started = time.monotonic()
         result = run_lifecycle(defs, spec, instance, DAY, raise_on_error=False)
         took = time.monotonic() - started
         monkeypatch.undo()
         failures = [event.step_key for event in result.all_events if event.is_step_failure]
         assert result.success, f"the run did not heal ({took:.0f} s): {failures}"
-        assert faults == ["ingestion", "training", "scoring"]
+        assert faults == ["ingestion", "training", "model loading"]
 
         lake = resources["lake"]
         bronze = TableOnBlob(restartable.endpoints, lake, *keys.table(keys.bronze)).rows()
@@ -565,12 +564,11 @@ def test_azurite_stopped_during_ingestion_training_and_scoring_then_restarted(
         predictions = lake.read_days(lake.table_uri(*keys.table(keys.predictions)), [DAY]).rows
         gold = lake.read_days(lake.table_uri(*keys.table(keys.gold)), [DAY]).rows
         assert len(predictions) == len(gold) > 0 and predictions["prediction"].notna().all()
-        # The stored model is whole: its bytes are what the run recorded (the load checks them).
+        # The model in MLflow is whole: its file is what the run recorded (the load checks it).
         (recorded,) = _materializations(result, keys.forecaster)
-        path = UPath(recorded.metadata["object_uri"].value, **resources["lake"].account.fsspec_options())
-        assert read_sealed(path, resources["lake"].account)[1] == recorded.metadata["sha256"].value
-        store = resources["object_store"].create_io_manager(None)
-        assert store.load_partition(instance, keys.forecaster, DAY.isoformat()).family == spec.model.family
+        model = read_record(recorded.metadata)
+        assert model.family == spec.model.family and model.artifact_sha256 == recorded.metadata["artifact_sha256"].value
+        assert len(resources["mlflow_tracking"].load_model(model).predict(gold)) == len(gold)
 
         again = run_lifecycle(defs, spec, instance, DAY)
         assert again.success

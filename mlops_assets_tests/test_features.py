@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from mlops_assets.datasets.spec import QualityRule, parse_spec
-from mlops_assets.lakehouse.features import build_features, build_features_for_days, feature_columns
-from mlops_assets.lakehouse.quality import apply_rules
+from mlops_assets.defs.lakehouse.features import build_features, build_features_for_days, feature_columns
+from mlops_assets.defs.lakehouse.quality import apply_rules
 
 DAY1, DAY2 = dt.date(2026, 1, 3), dt.date(2026, 1, 4)
 

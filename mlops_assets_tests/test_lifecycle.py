@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import pickle
 import subprocess
+from pathlib import Path
 
 import dagster as dg
 import mlflow
@@ -14,10 +14,9 @@ import pandas as pd
 import pytest
 
 from mlops_assets.datasets.keys import DatasetKeys
-from mlops_assets.landing.simulate import simulate
-from mlops_assets.ml.release import decision_for
-from mlops_assets.storage.object_store import unseal
-from mlops_assets_tests.conftest import materialize_day, run_lifecycle
+from mlops_assets.defs.registry.decisions import decision_for
+from mlops_assets_tests.conftest import DayRuns, materialize_day, run_lifecycle
+from mlops_dev.simulate import simulate
 
 START = dt.date(2026, 1, 1)
 DAYS = [START + dt.timedelta(days=offset) for offset in range(4)]
@@ -30,7 +29,7 @@ def lifecycle(defs, resources, instance, spec):
     return results
 
 
-def _materialization(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dg.AssetMaterialization:
+def _materialization(result: DayRuns, key: dg.AssetKey) -> dg.AssetMaterialization:
     (event,) = [event for event in result.get_asset_materialization_events() if event.asset_key == key]
     return event.materialization
 
@@ -40,12 +39,12 @@ def test_every_layer_has_every_day(lifecycle, resources, instance, spec) -> None
     lake = resources["lake"]
     for key in (keys.bronze, keys.silver, keys.gold):
         assert lake.days(lake.table_uri(*keys.table(key))) == DAYS
-    for key in (keys.bronze, keys.silver, keys.gold, keys.forecaster, keys.release(keys.forecaster)):
+    for key in (keys.bronze, keys.silver, keys.gold, keys.forecaster, keys.decision(keys.forecaster)):
         assert instance.get_materialized_partitions(key) == {day.isoformat() for day in DAYS}
     # A day is scored by the champion for the day before it. The first day's candidate has no
     # seasonal-naive forecast to beat (no 24h lag yet) and is refused; the days after the first
     # day with a champion are scored, the others are not.
-    release = keys.release(keys.forecaster)
+    release = keys.decision(keys.forecaster)
     champions = [decision_for(instance, release, day.isoformat()).champion for day in DAYS]
     assert champions[0] is None
     first = next(index for index, champion in enumerate(champions) if champion is not None)
@@ -58,7 +57,7 @@ def test_every_layer_has_every_day(lifecycle, resources, instance, spec) -> None
     assert silver[spec.target_column].between(0, 50).all()
 
 
-def test_model_metadata_is_the_experiment_record(lifecycle, defs, resources, mlflow_tracking, spec) -> None:
+def test_model_metadata_is_the_experiment_record(lifecycle, defs, resources, mlflow_tracking, spec, tmp_path) -> None:
     keys = DatasetKeys(spec)
     last = lifecycle[-1]
     metadata = _materialization(last, keys.forecaster).metadata
@@ -81,10 +80,10 @@ def test_model_metadata_is_the_experiment_record(lifecycle, defs, resources, mlf
     assert metadata["git_commit"].value.removesuffix("+dirty") == head
     assert metadata["seed"].value == spec.model.seed
 
-    stored = metadata["object_uri"].value.removeprefix("file://")
-    with open(stored, "rb") as handle:
-        payload = unseal(handle.read(), stored)
-    assert metadata["sha256"].value == hashlib.sha256(payload).hexdigest()
+    # The model is stored once, in MLflow, with the sha256 of its file in the record.
+    folder = Path(mlflow.artifacts.download_artifacts(metadata["model_uri"].value, dst_path=str(tmp_path)))
+    assert metadata["artifact_sha256"].value == hashlib.sha256((folder / "model.skops").read_bytes()).hexdigest()
+    assert metadata["record"].value["artifact_sha256"] == metadata["artifact_sha256"].value
 
     run_id = metadata["mlflow_run_id"].value
     assert metadata["mlflow_run"].value.endswith(f"/runs/{run_id}")
@@ -106,14 +105,12 @@ def test_model_metrics_are_the_error_on_its_held_out_hours(lifecycle, resources,
     """Recompute the hold-out error from the stored model and the gold table it names."""
     keys = DatasetKeys(spec)
     metadata = _materialization(lifecycle[-1], keys.forecaster).metadata
-    stored = metadata["object_uri"].value.removeprefix("file://")
-    with open(stored, "rb") as handle:
-        forecaster = pickle.loads(unseal(handle.read(), stored))
+    forecaster = mlflow.sklearn.load_model(metadata["model_uri"].value)
     (table,) = metadata["input_tables"].value
     gold = resources["lake"].read_days(table["uri"], DAYS, version=table["version"]).rows
     held_out = gold[gold["timestamp"] >= pd.Timestamp(metadata["holdout_start"].value, unit="s", tz="UTC")]
     assert len(held_out) == metadata["holdout_rows"].value
-    error = (held_out["kwh"] - forecaster.estimator.predict(held_out[forecaster.features])).abs()
+    error = (held_out["kwh"] - forecaster.predict(held_out)).abs()
     assert metadata["mae"].value == pytest.approx(error.mean())
     with_lag = held_out["kwh_lag_24h"].notna()
     naive_error = (held_out["kwh"] - held_out["kwh_lag_24h"]).abs()[with_lag]
@@ -126,7 +123,7 @@ def test_predictions_are_made_by_the_champion_of_the_day_before(lifecycle, resou
     lake = resources["lake"]
     predictions = lake.read_days(lake.table_uri(*keys.table(keys.predictions)), [DAYS[-1]]).rows
     day_metadata = _materialization(lifecycle[-1], keys.predictions).metadata
-    champion = decision_for(instance, keys.release(keys.forecaster), DAYS[-2].isoformat()).champion
+    champion = decision_for(instance, keys.decision(keys.forecaster), DAYS[-2].isoformat()).champion
     assert set(predictions["model"]) == {champion.label} == {day_metadata["model"].value}
     assert set(predictions["model_uri"]) == {champion.model_uri}
     assert set(predictions["mlflow_run_id"]) == {champion.run_id}
@@ -173,7 +170,7 @@ def test_a_new_bronze_day_is_pushed_downstream_in_one_tick(defs, resources, inst
     pushed = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=initial.cursor)
     # The next days' features and models look back on this day, but with no data of their
     # own they have nothing to build: no run is launched for them.
-    for key in (keys.silver, keys.gold, keys.forecaster, keys.release(keys.forecaster), keys.predictions):
+    for key in (keys.silver, keys.gold, keys.forecaster, keys.decision(keys.forecaster), keys.predictions):
         assert pushed.get_requested_partitions(key) == {DAYS[1].isoformat()}, key
 
     settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=pushed.cursor)

@@ -43,16 +43,22 @@ from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.readers import MAX_REASON_CHARS
 from mlops_assets.datasets.spec import DatasetSpec
 from mlops_assets.definitions import build_definitions
-from mlops_assets.devservices import AZURITE_ACCOUNT, AzuriteEndpoints, run_azurite
-from mlops_assets.lakehouse.bronze import SOURCE_FILE
-from mlops_assets.landing.event_grid import BLOB_CREATED, NotABlobCreatedEvent, blob_created_event, parse_blob_created
-from mlops_assets.landing.queue_sensor import build_event_sensor
-from mlops_assets.landing.sensors import file_run_key
-from mlops_assets.profiles import local_resources
-from mlops_assets.storage.event_queue import EventQueue
-from mlops_assets.storage.landing_zone import LandingZone
-from mlops_assets_tests.conftest import materialize_day
+from mlops_assets.defs.lakehouse.bronze import SOURCE_FILE
+from mlops_assets.defs.landing.event_grid import (
+    BLOB_CREATED,
+    NotABlobCreatedEvent,
+    blob_created_event,
+    parse_blob_created,
+)
+from mlops_assets.defs.landing.polling import file_run_key
+from mlops_assets.defs.landing.queue import build_event_sensor
+from mlops_assets.resources.event_queue import EventQueue
+from mlops_assets.resources.landing_zone import LandingZone
+from mlops_assets.resources.profiles import local_resources
+from mlops_assets.resources.storage import StorageLocation
+from mlops_assets_tests.conftest import TODAY, materialize_day
 from mlops_assets_tests.test_azurite import account_for
+from mlops_dev.services import AZURITE_ACCOUNT, AzuriteEndpoints, run_azurite
 
 # A reason the poison queue keeps must stay short ("at most a few hundred characters").
 MAX_POISON_REASON_CHARS = 400
@@ -638,7 +644,6 @@ def test_every_record_of_a_hostile_landing_day_is_in_bronze_or_in_quarantine(
 # Level 3: the queue sensor on Azurite.
 # ---------------------------------------------------------------------------------------------
 
-TODAY = dt.datetime.now(dt.UTC).date()
 # What a Storage Queue carries: XML text (no control characters but tab and line feed).
 queue_text = st.text(
     st.characters(codec="utf-8", exclude_categories=("Cs", "Cc"), include_characters="\t\n"), min_size=1
@@ -719,7 +724,10 @@ def test_the_queue_sensor_poisons_garbage_and_requests_each_file_version_once(
     poison = QueueClient.from_connection_string(azurite.connection_string, f"{queue_name}-poison")
     queue.create_queue()
     poison.create_queue()
-    landing = LandingZone(root="az://landing", quarantine_root="az://quarantine", account=account)
+    landing = LandingZone(
+        location=StorageLocation(uri="az://landing", account=account),
+        quarantine_location=StorageLocation(uri="az://quarantine", account=account),
+    )
     container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("landing")
 
     folder = f"{spec.landing.prefix}/{TODAY:%Y/%m/%d}"

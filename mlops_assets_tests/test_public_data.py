@@ -18,10 +18,10 @@ from examples.public_data import SPECS, export
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import load_spec
 from mlops_assets.definitions import build_definitions
+from mlops_assets.defs.models.retraining import latest_judgements
+from mlops_assets.defs.registry.decisions import decision_for
 from mlops_assets.history import load_history
-from mlops_assets.ml.release import decision_for
-from mlops_assets.ml.retraining import latest_judgements
-from mlops_assets.profiles import local_resources
+from mlops_assets.resources.profiles import local_resources
 from mlops_assets_tests.conftest import materialize_day
 
 
@@ -40,7 +40,7 @@ def _load(tmp_path, mlflow_tracking, instance, name: str, first: dt.date, last: 
 
 
 def _decisions(spec, instance) -> list:
-    release = DatasetKeys(spec).release(DatasetKeys(spec).forecaster)
+    release = DatasetKeys(spec).decision(DatasetKeys(spec).forecaster)
     return [decision_for(instance, release, key) for key in sorted(instance.get_materialized_partitions(release))]
 
 

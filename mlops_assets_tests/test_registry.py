@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+import subprocess
+import sys
+import threading
 
 import dagster as dg
 import pandas as pd
@@ -16,13 +20,14 @@ from click.testing import CliRunner
 from mlops_assets.cli import main
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.definitions import build_definitions
-from mlops_assets.landing.simulate import simulate
-from mlops_assets.ml.gate import GATE_CHECK, judge
-from mlops_assets.ml.record import ModelRecord
-from mlops_assets.ml.registry import CHALLENGER, CHAMPION, PREVIOUS
-from mlops_assets.ml.release import decision_for
-from mlops_assets.profiles import local_resources
+from mlops_assets.defs.registry.decisions import REGISTRY_POOL, decision_for
+from mlops_assets.defs.registry.gate import GATE_CHECK, judge
+from mlops_assets.resources.model_registry import CHALLENGER, CHAMPION, PREVIOUS
+from mlops_assets.resources.profiles import local_resources
+from mlops_assets.resources.records import ModelRecord
 from mlops_assets_tests.conftest import materialize_day
+from mlops_dev.demo import reset_state
+from mlops_dev.simulate import simulate
 
 START = dt.date(2026, 2, 2)
 DAYS = [START + dt.timedelta(days=offset) for offset in range(5)]
@@ -49,7 +54,7 @@ def _gate(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
 
 
 def _decide(defs, resources, instance, keys, day) -> dg.ExecuteInProcessResult:
-    return materialize_day(defs, resources, instance, [keys.forecaster, keys.release(keys.forecaster)], day)
+    return materialize_day(defs, resources, instance, [keys.forecaster, keys.decision(keys.forecaster)], day)
 
 
 @pytest.fixture
@@ -96,7 +101,7 @@ def test_worse_candidate_keeps_the_champion_better_is_promoted_and_rollback_rest
     assert not verdict.passed
     assert verdict.metadata["candidate_mae"].value > verdict.metadata["champion_mae"].value * (1 + spec.gate.margin)
     assert registry.champion(name).version == champion.version
-    decision = decision_for(instance, keys.release(keys.forecaster), DAYS[2].isoformat())
+    decision = decision_for(instance, keys.decision(keys.forecaster), DAYS[2].isoformat())
     assert decision.champion.partition == DAYS[1].isoformat(), "a refused day keeps the champion before it"
     assert registry.alias(name, CHALLENGER).tag("partition") == DAYS[2].isoformat()
 
@@ -157,12 +162,12 @@ def test_a_late_day_never_takes_the_alias_from_a_later_champion(home, spec, inst
     assert registry.champion_for(name) == DAYS[4].isoformat()
 
     late = _decide(defs, resources, instance, keys, DAYS[3])
-    decision = decision_for(instance, keys.release(keys.forecaster), DAYS[3].isoformat())
-    judged_against = decision_for(instance, keys.release(keys.forecaster), DAYS[2].isoformat()).champion
+    decision = decision_for(instance, keys.decision(keys.forecaster), DAYS[3].isoformat())
+    judged_against = decision_for(instance, keys.decision(keys.forecaster), DAYS[2].isoformat()).champion
     assert _gate(late).metadata["champion"].value == judged_against.label
     assert _gate(late).metadata["holdout_rows"].value > 0, "a late day is judged on rows, not refused for its date"
     assert registry.champion(name).version == latest.version
-    metadata = late.asset_materializations_for_node(keys.release(keys.forecaster).to_python_identifier())[0].metadata
+    metadata = late.asset_materializations_for_node(keys.decision(keys.forecaster).to_python_identifier())[0].metadata
     assert "chosen for a later day" in metadata["alias_moves"].value[0]
     assert decision.registered_version is None
 
@@ -178,7 +183,7 @@ def test_an_identical_candidate_is_not_registered_again(home, spec, instance) ->
         _decide(defs, resources, instance, keys, day)
     versions, history = registry.versions(name), registry.history(name)
     again = _decide(defs, resources, instance, keys, DAYS[2])
-    metadata = again.asset_materializations_for_node(keys.release(keys.forecaster).to_python_identifier())[0].metadata
+    metadata = again.asset_materializations_for_node(keys.decision(keys.forecaster).to_python_identifier())[0].metadata
     assert [version.version for version in registry.versions(name)] == [version.version for version in versions]
     assert registry.history(name) == history
     assert metadata["alias_moves"].value == []
@@ -194,8 +199,8 @@ def test_a_dry_run_records_the_decision_and_moves_nothing(home, spec, instance) 
     name = spec.gate.model_name
     assert registry.versions(name) == [] and registry.champion(name) is None
     (entry,) = registry.history(name)
-    assert entry["action"] == "dry_run" and entry["reason"].startswith(f"dry run: release decision for {DAYS[1]}")
-    decision = decision_for(instance, keys.release(keys.forecaster), DAYS[1].isoformat())
+    assert entry["action"] == "dry_run" and entry["reason"].startswith(f"dry run: decision for {DAYS[1]}")
+    decision = decision_for(instance, keys.decision(keys.forecaster), DAYS[1].isoformat())
     assert decision.passed and decision.champion is not None and decision.registered_version is None
 
 
@@ -237,3 +242,85 @@ def test_seen_in_training_is_judged_by_rows_not_by_a_time_cutoff(spec) -> None:
     trained = dataclasses.replace(later, trained_partitions=("2026-03-02", "2026-03-03"))
     assert trained.seen(rows, spec).all()
     assert not judge(spec, lambda frame: frame["kwh"].to_numpy(), rows, trained, None).passed
+
+
+# A child run: decide one day of the forecaster on the instance of DAGSTER_HOME.
+DECIDE = """
+import sys
+from pathlib import Path
+import dagster as dg
+from mlops_assets.datasets.keys import DatasetKeys
+from mlops_assets.datasets.spec import load_bundled_specs
+from mlops_assets.definitions import build_definitions
+from mlops_assets.resources.profiles import local_resources
+
+home, day = sys.argv[1:]
+(spec,) = [spec for spec in load_bundled_specs() if spec.name == "smart_meter"]
+resources = local_resources(Path(home))
+keys = DatasetKeys(spec)
+with dg.DagsterInstance.get() as instance:
+    assets = list(build_definitions([spec], resources).assets)
+    result = dg.materialize(assets, selection=[keys.decision(keys.forecaster)], partition_key=day,
+                            instance=instance, resources=resources, raise_on_error=False)
+sys.exit(0 if result.success else 1)
+"""
+
+
+@pytest.fixture
+def pooled_instance(tmp_path):
+    """An instance on disk with the concurrency setting of the project's dagster.yaml: one step of a
+    pool at a time."""
+    folder = tmp_path / "dagster"
+    folder.mkdir()
+    (folder / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 1\n")
+    with dg.DagsterInstance.local_temp(str(folder)) as instance:
+        yield instance, folder
+
+
+def test_decisions_move_aliases_one_at_a_time_across_runs(home, spec, pooled_instance) -> None:
+    """Two runs decide two days at the same moment, in two processes: their decision steps, which
+    move the registry's aliases, never overlap."""
+    instance, folder = pooled_instance
+    resources, defs, _ = _gold_days(home, spec, instance, DAYS[:3])
+    keys = DatasetKeys(spec)
+    for day in DAYS[1:3]:
+        materialize_day(defs, resources, instance, [keys.forecaster], day)
+    environment = {**os.environ, "DAGSTER_HOME": str(folder)}
+    children = [
+        subprocess.Popen([sys.executable, "-c", DECIDE, str(home), day.isoformat()], env=environment)
+        for day in DAYS[1:3]
+    ]
+    assert [child.wait(timeout=300) for child in children] == [0, 0]
+    step = keys.decision(keys.forecaster).to_python_identifier()
+    windows = []
+    for record in instance.get_run_records():
+        events = instance.all_logs(record.dagster_run.run_id)
+        steps = [event for event in events if event.is_dagster_event and event.step_key == step]
+        started = [event.timestamp for event in steps if event.dagster_event.is_step_start]
+        ended = [event.timestamp for event in steps if event.dagster_event.is_step_success]
+        windows += list(zip(started, ended, strict=True))
+    (first, second) = sorted(windows)
+    assert first[1] <= second[0], "two decision steps moved aliases at the same time"
+    registered = resources["mlflow_tracking"].registry().versions(spec.gate.model_name)
+    assert registered and {version.tag("partition") for version in registered} <= {day.isoformat() for day in DAYS[1:3]}
+
+
+def test_a_reset_keeps_the_registry_pool_usable(tmp_path, pooled_instance) -> None:
+    """The demo's reset empties the instance's runs and asset history; a step of the registry's
+    pool must still get its slot afterwards, not wait for ever."""
+    instance, _ = pooled_instance
+
+    @dg.asset(pool=REGISTRY_POOL)
+    def decision_like() -> int:
+        return 1
+
+    assert dg.materialize([decision_like], instance=instance).success
+    reset_state(tmp_path / "mlops-home", instance)
+    assert instance.get_run_records() == []
+    done = threading.Event()
+    worker = threading.Thread(
+        target=lambda: done.set() if dg.materialize([decision_like], instance=instance).success else None,
+        daemon=True,
+    )
+    worker.start()
+    assert done.wait(timeout=120), "a step of the registry's pool waited for a slot that the reset took away"

@@ -14,7 +14,7 @@ import yaml
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import load_spec, spec_document
 from mlops_assets.definitions import build_definitions
-from mlops_assets.ml.release import decision_for
+from mlops_assets.defs.registry.decisions import decision_for
 from mlops_assets_tests.conftest import run_lifecycle
 
 SPEC = {
@@ -73,7 +73,7 @@ def test_a_second_spec_runs_end_to_end(sales_spec, resources, instance) -> None:
     predictions = lake.read_days(lake.table_uri("serving", "store_sales_predictions"), DAYS).rows
     # A day is scored by the champion for the day before it; the first day has none (its
     # candidate has no seasonal-naive forecast to beat), so at most the last two are scored.
-    champions = [decision_for(instance, keys.release(keys.forecaster), day.isoformat()).champion for day in DAYS]
+    champions = [decision_for(instance, keys.decision(keys.forecaster), day.isoformat()).champion for day in DAYS]
     assert champions[0] is None
     scored = [day for day, before in zip(DAYS[1:], champions[:-1], strict=True) if before is not None]
     assert scored, "on sales that vary at random, a model near the mean beats repeating a value a day old"

@@ -45,14 +45,13 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 from click.testing import CliRunner
-from dagster._serdes import serialize_value
 
 from mlops_assets.cli import LOOPBACK, dev_command_line, main
-from mlops_assets.components import lifecycle_job_name
+from mlops_assets.components import ingest_job_name, lifecycle_job_name
 from mlops_assets.definitions import build_definitions
-from mlops_assets.devservices import REPOSITORY, AzuriteEndpoints, free_port, run_azurite, run_mlflow_server
-from mlops_assets.profiles import build_profile
+from mlops_assets.resources.profiles import build_profile
 from mlops_assets_tests.test_azurite import TODAY, YESTERDAY, tick
+from mlops_dev.services import REPOSITORY, AzuriteEndpoints, free_port, run_azurite, run_mlflow_server
 
 ACCOUNT = "mlopssecretprobe"
 # Dagster's console logger at its most talkative, so that the printed logs hold all it can say.
@@ -115,17 +114,20 @@ def files_under(root: Path) -> Iterator[tuple[str, bytes]]:
 def dagster_records(instance: dg.DagsterInstance) -> Iterator[tuple[str, str]]:
     for run in instance.get_runs():
         for record in instance.all_logs(run.run_id):
-            yield f"{run.run_id}/{record.dagster_event_type or 'log'}", serialize_value(record)
+            yield f"{run.run_id}/{record.dagster_event_type or 'log'}", dg.serialize_value(record)
 
 
 def dagster_runs(instance: dg.DagsterInstance) -> Iterator[tuple[str, str]]:
     for run in instance.get_runs():
-        yield f"run {run.run_id}", serialize_value(run)
+        yield f"run {run.run_id}", dg.serialize_value(run)
         if run.job_snapshot_id:
-            yield f"job snapshot {run.job_snapshot_id}", serialize_value(instance.get_job_snapshot(run.job_snapshot_id))
+            yield (
+                f"job snapshot {run.job_snapshot_id}",
+                dg.serialize_value(instance.get_job_snapshot(run.job_snapshot_id)),
+            )
         if run.execution_plan_snapshot_id:
             plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
-            yield f"plan snapshot {run.execution_plan_snapshot_id}", serialize_value(plan)
+            yield f"plan snapshot {run.execution_plan_snapshot_id}", dg.serialize_value(plan)
 
 
 def asset_metadata(instance: dg.DagsterInstance) -> Iterator[tuple[str, str]]:
@@ -146,7 +148,7 @@ def asset_metadata(instance: dg.DagsterInstance) -> Iterator[tuple[str, str]]:
             else:
                 continue
             for name, value in metadata.items():
-                yield f"{where} {name}", f"{name}={serialize_value(value)}"
+                yield f"{where} {name}", f"{name}={dg.serialize_value(value)}"
 
 
 def mlflow_records(client: mlflow.MlflowClient) -> Iterator[tuple[str, str]]:
@@ -241,16 +243,8 @@ def test_no_secret_reaches_logs_metadata_mlflow_or_storage(tmp_path, monkeypatch
     with (
         run_azurite(tmp_path / "azurite", account=fresh_account) as azurite,
         run_mlflow_server(tmp_path / "mlflow-server", azurite) as tracking_uri,
-        dg.instance_for_test(
-            temp_dir=str(tmp_path / "dagster"),
-            overrides={
-                "compute_logs": {
-                    "module": "dagster._core.storage.local_compute_log_manager",
-                    "class": "LocalComputeLogManager",
-                    "config": {"base_dir": str(tmp_path / "compute-logs")},
-                }
-            },
-        ) as instance,
+        # A local instance keeps its compute logs, as a deployment does, under <folder>/storage.
+        dg.DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance,
     ):
         assert azurite.account == name and azurite.key == key
         environment = {
@@ -273,9 +267,10 @@ def test_no_secret_reaches_logs_metadata_mlflow_or_storage(tmp_path, monkeypatch
         ticked = tick(defs, f"{spec.name}_landing_sensor", instance, resources)
         requested = [request.partition_key for request in ticked.run_requests]
         assert requested == [YESTERDAY.isoformat(), TODAY.isoformat()]
-        job = defs.resolve_job_def(lifecycle_job_name(spec))
+        jobs = [defs.resolve_job_def(name(spec)) for name in (ingest_job_name, lifecycle_job_name)]
         for partition in [before.isoformat(), *requested]:
-            assert job.execute_in_process(partition_key=partition, instance=instance, run_config=VERBOSE).success
+            for job in jobs:
+                assert job.execute_in_process(partition_key=partition, instance=instance, run_config=VERBOSE).success
 
         needles = secret_needles(key, azurite.connection_string)
         client = mlflow.MlflowClient(tracking_uri)
@@ -285,7 +280,7 @@ def test_no_secret_reaches_logs_metadata_mlflow_or_storage(tmp_path, monkeypatch
             scan.read("dagster event log records", dagster_records(instance))
             scan.read("dagster runs and snapshots", dagster_runs(instance))
             scan.read("dagster instance files", files_under(tmp_path / "dagster"))
-            scan.read("compute log files", files_under(tmp_path / "compute-logs"))
+            scan.read("compute log files", files_under(tmp_path / "dagster" / "storage"))
             scan.read("asset and check metadata entries", asset_metadata(instance))
             scan.read("mlflow params, tags, inputs, models", mlflow_records(client))
             scan.read("mlflow artifact files", mlflow_artifacts(client, tmp_path / f"artifacts-{round_}"))

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from mlops_assets import clock
 from mlops_assets.datasets.keys import DatasetKeys
-from mlops_assets.landing import sensors
-from mlops_assets.landing.cursor import LandingCursor
-from mlops_assets.landing.simulate import simulate
-from mlops_assets_tests.conftest import materialize_day
+from mlops_assets.defs.landing import polling
+from mlops_assets.defs.landing.cursor import LandingCursor
+from mlops_assets_tests.conftest import TODAY, materialize_day
+from mlops_dev.simulate import simulate
 
 START = dt.date(2026, 1, 1)
 
@@ -85,7 +86,7 @@ def test_a_file_with_an_old_modification_time_is_still_found(defs, resources, in
     _drop(resources, spec, START, "fast.csv")
     first, _ = _tick(defs, resources, instance, cursor=None)
     slow = _drop(resources, spec, START, "slow.csv")
-    landing_root = Path(resources["landing"].root.removeprefix("file://"))
+    landing_root = Path(resources["landing"].location.uri.removeprefix("file://"))
     os.utime(landing_root / slow, (0, 0))
 
     second, _ = _tick(defs, resources, instance, cursor=first.cursor)
@@ -95,7 +96,7 @@ def test_a_file_with_an_old_modification_time_is_still_found(defs, resources, in
 
 
 def test_a_file_for_a_day_that_has_not_started_waits_for_it(defs, resources, instance, spec) -> None:
-    tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=2)
+    tomorrow = TODAY + dt.timedelta(days=2)
     _drop(resources, spec, tomorrow, "early-bird.csv")
     result, _ = _tick(defs, resources, instance, cursor=None)
     assert result.run_requests == []
@@ -116,7 +117,7 @@ def test_a_file_in_a_subfolder_is_requested_and_quarantined_with_its_reason(defs
     assert materialize_day(defs, resources, instance, [DatasetKeys(spec).bronze], day).success
     (entry,) = resources["landing"].quarantined(spec)
     assert entry["path"] == nested and "sub-folder 'exports/'" in entry["reason"] and entry["records"] == 1
-    root = Path(resources["landing"].root.removeprefix("file://"))
+    root = Path(resources["landing"].location.uri.removeprefix("file://"))
     assert not (root / nested).exists() and (root / staging).exists()
 
 
@@ -124,7 +125,7 @@ def test_a_same_size_replacement_that_keeps_its_modification_time_is_found(defs,
     """`cp -p` or `rsync -t` over a landed file: the same size and modification time."""
     day = dt.date(2026, 1, 5)
     path = _drop(resources, spec, day, "readings.csv")
-    landed = Path(resources["landing"].root.removeprefix("file://")) / path
+    landed = Path(resources["landing"].location.uri.removeprefix("file://")) / path
     first, _ = _tick(defs, resources, instance, cursor=None)
     stat = landed.stat()
     replacement = landed.read_bytes().replace(b",1,2\n", b",7,2\n")
@@ -143,7 +144,9 @@ def test_idle_partitions_shrink_to_one_digest_and_a_late_file_reopens_one(
     simulate(resources["landing"], spec, START, days=20, meters=20, meters_per_file=2, dirty_share=0.0)
     first, _ = _tick(defs, resources, instance, cursor=None)
     assert len(first.run_requests) == 20
-    monkeypatch.setattr(sensors, "IDLE_SECONDS", 0)
+    # The sensor's clock moves on past the idle time; the files stay as they are.
+    later = clock.utc_now() + dt.timedelta(seconds=polling.IDLE_SECONDS + 1)
+    monkeypatch.setattr(clock, "utc_now", lambda: later)
     idle, _ = _tick(defs, resources, instance, cursor=first.cursor)
     assert idle.run_requests == []
     files = sum(len(digests) for digests in LandingCursor.parse(first.cursor).seen.values())

@@ -35,13 +35,14 @@ from azure.storage.queue import QueueClient
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.definitions import build_definitions
-from mlops_assets.devservices import AZURITE_ACCOUNT, AzuriteEndpoints, run_azurite
-from mlops_assets.landing.event_grid import blob_created_event
-from mlops_assets.landing.queue_sensor import EVENT_SENSOR_NAME, MAX_MESSAGES_PER_TICK, QueueCursor
-from mlops_assets.landing.sensors import file_run_key
-from mlops_assets.profiles import blob_resources
-from mlops_assets.storage.event_queue import MAX_POISONED_CHARS
+from mlops_assets.defs.landing.event_grid import blob_created_event
+from mlops_assets.defs.landing.polling import file_run_key
+from mlops_assets.defs.landing.queue import EVENT_SENSOR_NAME, MAX_MESSAGES_PER_TICK, QueueCursor
+from mlops_assets.resources.event_queue import MAX_POISONED_CHARS
+from mlops_assets.resources.profiles import blob_resources
+from mlops_assets_tests.conftest import TODAY
 from mlops_assets_tests.test_azurite import account_for, tick
+from mlops_dev.services import AZURITE_ACCOUNT, AzuriteEndpoints, run_azurite
 
 EVENTS = 10_000
 DUPLICATES = 3_000  # 30 %: deliveries of an event already on the queue
@@ -153,7 +154,7 @@ def test_a_storm_of_events_requests_every_file_version_once_and_poisons_the_garb
 ) -> None:
     azurite = storm_azurite
     rng = random.Random(SEED)
-    today = dt.datetime.now(dt.UTC).date()
+    today = TODAY
     first_deliveries = EVENTS - DUPLICATES - GARBAGE
     paths = landing_paths(today, first_deliveries - OVERWRITTEN)
     overwritten = rng.sample(paths, OVERWRITTEN)

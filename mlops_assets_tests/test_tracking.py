@@ -12,7 +12,7 @@ import pytest
 # One run's first touch of the store: prepare it, then create an experiment and log a run.
 FIRST_RUN = """
 import sys, mlflow
-from mlops_assets.ml.tracking import MlflowTracking
+from mlops_assets.resources.mlflow_tracking import MlflowTracking
 tracking = MlflowTracking(tracking_uri=sys.argv[1])
 tracking.prepare()
 mlflow.set_tracking_uri(tracking.tracking_uri)
@@ -47,18 +47,19 @@ def test_a_model_is_logged_with_only_the_types_it_may_hold_trusted(tmp_path: Pat
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-    from mlops_assets.ml.tracking import log_sklearn_model
+    from mlops_assets.resources.mlflow_tracking import log_sklearn_model
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
         rows, target = np.arange(20.0).reshape(10, 2), np.arange(10.0)
         plain = make_pipeline(StandardScaler(), Ridge()).fit(rows, target)
         foreign = make_pipeline(FunctionTransformer(os.path.abspath), Ridge())
-        with mlflow.start_run():
+        experiment = mlflow.create_experiment("trusted-types", artifact_location=(tmp_path / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment):
             info = log_sklearn_model(plain)
             with pytest.raises(ValueError, match=r"outside sklearn\., numpy\., scipy\., mlops_assets\.: \['posixpath"):
                 log_sklearn_model(foreign)
-        loaded = mlflow.sklearn.load_model(info.model_uri)
+        loaded = mlflow.sklearn.load_model(info.uri)
         assert np.allclose(loaded.predict(rows), plain.predict(rows))
     finally:
         mlflow.set_tracking_uri(None)

@@ -13,10 +13,12 @@ import pytest
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec, parse_spec
-from mlops_assets.landing.simulate import simulate
-from mlops_assets.ml.trainer import train_forecaster
-from mlops_assets.ml.tuning import build_tuning_asset, tuned_params
+from mlops_assets.definitions import build_definitions
+from mlops_assets.defs.models.training import train_forecaster
+from mlops_assets.defs.models.tuning import build_tuning_asset
+from mlops_assets.resources.records import latest_record
 from mlops_assets_tests.conftest import QUIET, materialize_day
+from mlops_dev.simulate import simulate
 
 START = dt.date(2026, 1, 1)
 DAYS = [START + dt.timedelta(days=offset) for offset in range(3)]
@@ -57,6 +59,12 @@ def _tune(search_spec: DatasetSpec, resources, instance) -> dg.AssetMaterializat
     return event.materialization
 
 
+def _tuned(instance, search_spec: DatasetSpec) -> dict | None:
+    """The parameters the latest search found, if it found any better than the spec's."""
+    found = latest_record(instance, DatasetKeys(search_spec).tuning)
+    return found.better_params if found is not None else None
+
+
 def _trial_runs(mlflow_tracking, parent_run_id: str) -> pd.DataFrame:
     mlflow.set_tracking_uri(mlflow_tracking.tracking_uri)
     return mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
@@ -94,7 +102,7 @@ def test_search_logs_one_nested_run_per_trial_and_keeps_the_best(
     gold_days, search_spec, resources, instance, mlflow_tracking
 ) -> None:
     keys = DatasetKeys(search_spec)
-    assert tuned_params(instance, search_spec) is None
+    assert _tuned(instance, search_spec) is None
 
     metadata = _tune(search_spec, resources, instance).metadata
     parent_run_id = metadata["mlflow_run_id"].value
@@ -119,7 +127,19 @@ def test_search_logs_one_nested_run_per_trial_and_keeps_the_best(
     }
     assert metadata["best_mae"].value == pytest.approx(best_trial["metrics.mae"])
     assert metadata["best_mae"].value == pytest.approx(trials["metrics.mae"].min())
-    assert tuned_params(instance, search_spec) == best_params
+    assert _tuned(instance, search_spec) == best_params
+
+    # The search is an input of the forecaster: the next training uses what it found.
+    trained = materialize_day(
+        build_definitions([search_spec], resources), resources, instance, [keys.forecaster], DAYS[-1]
+    )
+    (model,) = [event.materialization for event in trained.get_asset_materialization_events()]
+    assert model.metadata["tuned"].value is True
+    assert model.metadata["params"].value == {
+        "family": search_spec.model.family,
+        **search_spec.model.params,
+        **best_params,
+    }
 
     client = mlflow.MlflowClient(mlflow_tracking.tracking_uri)
     parent = client.get_run(parent_run_id)
@@ -172,4 +192,4 @@ def test_search_is_reproducible_and_the_latest_search_wins(gold_days, search_spe
     )
     third = _tune(reseeded, resources, instance).metadata
     assert third["best_params"].value != first["best_params"].value
-    assert tuned_params(instance, search_spec) == third["best_params"].value
+    assert _tuned(instance, search_spec) == third["best_params"].value

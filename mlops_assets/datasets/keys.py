@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from mlops_assets.automation import Reads
 from mlops_assets.datasets.spec import DatasetSpec
-from mlops_assets.policies import Reads
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,8 @@ class DatasetKeys:
         """The model assets whose daily models compete for the registry's champion alias."""
         return (self.forecaster, self.checkpoint)
 
-    def release(self, candidate: dg.AssetKey) -> dg.AssetKey:
-        """The registry asset recording which registered version a candidate's day became."""
+    def decision(self, candidate: dg.AssetKey) -> dg.AssetKey:
+        """The registry's decisions on a candidate model's partitions: which model is the champion."""
         return dg.AssetKey(["registry", candidate.path[-1]])
 
     @property
@@ -66,24 +66,20 @@ class DatasetKeys:
         """For each automated asset, what automation watches: the upstream asset whose partition
         holds the partition's own data, and the inputs that count as changed only when their
         data version does (models, registry decisions)."""
-        release = self.release(self.forecaster)
+        decision = self.decision(self.forecaster)
         return {
             self.silver: Reads(own=self.bronze),
             self.gold: Reads(own=self.silver),
             self.forecaster: Reads(own=self.gold),
             self.checkpoint: Reads(own=self.gold),
             **{
-                self.release(candidate): Reads(own=candidate, versioned=(candidate, self.release(candidate)))
+                self.decision(candidate): Reads(own=candidate, versioned=(candidate, self.decision(candidate)))
                 for candidate in self.candidates
             },
-            self.predictions: Reads(own=self.gold, versioned=(release,)),
+            # A partition is scored by the champion of the latest decision before it.
+            self.predictions: Reads(own=self.gold, versioned=(decision,), earlier=(decision,)),
             self.drift: Reads(own=self.predictions),
         }
-
-    @property
-    def primary_upstream(self) -> dict[dg.AssetKey, dg.AssetKey]:
-        """For each automated asset, the upstream asset whose partition holds the partition's own data."""
-        return {key: value.own for key, value in self.reads.items()}
 
     def table(self, key: dg.AssetKey) -> tuple[str, str]:
         """The (layer, table) of the Delta table behind a data asset."""

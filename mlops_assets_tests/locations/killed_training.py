@@ -11,8 +11,8 @@ import time
 
 import dagster as dg
 
-from mlops_assets.ml.failed_runs import build_dead_run_sensor, build_failed_run_sensor
-from mlops_assets.ml.tracking import MlflowTracking
+from mlops_assets.defs.runs.failed_runs import build_dead_run_sensor, build_failed_run_sensor
+from mlops_assets.resources.mlflow_tracking import MlflowTracking
 
 
 @dg.asset
