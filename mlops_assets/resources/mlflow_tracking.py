@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import mlflow
 import pandas as pd
 import sklearn
 from mlflow.data.delta_dataset_source import DeltaDatasetSource
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
@@ -51,6 +53,9 @@ class MlflowTracking(dg.ConfigurableResource):
     def prepare(self) -> None:
         """Make sure the tracking store exists, creating it once however many processes start at
         the same moment (see :func:`prepare_store`)."""
+        # Every model load downloads the model's files; MLflow would draw a progress bar for each
+        # into the run's logs. A value the user set stays.
+        os.environ.setdefault(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, "false")
         prepare_store(self.tracking_uri)
 
     def _experiment_id(self, name: str) -> str:
