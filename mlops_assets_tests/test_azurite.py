@@ -411,12 +411,14 @@ def test_a_bad_file_on_blob_is_quarantined_and_leaves_the_landing_zone(
 
 
 def test_a_large_object_round_trips_through_blocks_and_ranges(azurite) -> None:
-    """Over 8 MiB: several blocks on write, several ranges on read."""
+    """Over 8 MiB: several blocks on write, several ranges on read, hashed as they arrive."""
     location = StorageLocation(uri="az://models", account=account_for(azurite))
     payload = os.urandom(20 * 1024 * 1024 + 123)
     path = location.path("models", "large", "2026-01-02.bin")
     location.write_bytes(path, payload)
     assert location.read_bytes(path) == payload
+    data, sha256 = location.read_hashed(path)
+    assert data == payload and sha256 == hashlib.sha256(payload).hexdigest()
     blob = BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(
         "models", "models/large/2026-01-02.bin"
     )

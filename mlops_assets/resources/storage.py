@@ -10,6 +10,8 @@ on this machine) that a resource keeps its files under, with atomic writes and r
 
 from __future__ import annotations
 
+import hashlib
+import io
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,10 +27,50 @@ from dagster_azure.blob import AzureBlobStorageResource
 from pydantic import Field
 from upath import UPath
 
+from mlops_assets.digests import sha256_hex
+
 # Parallel Blob transfers: requests in flight, and the size of each block or range (8 MB moved
 # large objects faster on Azurite than the SDK's 4 MB default).
 BLOB_CONCURRENCY = 8
 BLOB_BLOCK_BYTES = 8 * 1024 * 1024
+
+
+class _HashingBuffer(io.RawIOBase):
+    """A seekable in-memory sink for the SDK's parallel download that hashes the data as soon
+    as every range before it has arrived."""
+
+    def __init__(self, size: int) -> None:
+        self.data = bytearray(size)
+        self._position = 0
+        self._hashed = 0
+        self._arrived: dict[int, int] = {}
+        self._hash = hashlib.sha256()
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._position = offset if whence == io.SEEK_SET else self._position + offset
+        return self._position
+
+    def write(self, chunk: Any) -> int:
+        start, size = self._position, len(chunk)
+        self.data[start : start + size] = chunk
+        self._position += size
+        self._arrived[start] = size
+        while self._hashed in self._arrived:
+            end = self._hashed + self._arrived.pop(self._hashed)
+            self._hash.update(memoryview(self.data)[self._hashed : end])
+            self._hashed = end
+        return size
+
+    def sha256(self) -> str:
+        if self._hashed != len(self.data):
+            raise OSError(f"download ended after {self._hashed} of {len(self.data)} contiguous bytes")
+        return self._hash.hexdigest()
 
 
 class TamperedObjectError(RuntimeError):
@@ -104,6 +146,7 @@ class StorageAccount(dg.ConfigurableResource):
             credential=self._credential(),
             max_block_size=BLOB_BLOCK_BYTES,
             max_single_put_size=BLOB_BLOCK_BYTES,
+            max_single_get_size=BLOB_BLOCK_BYTES,
             max_chunk_get_size=BLOB_BLOCK_BYTES,
             **(quick if retries is not None else {}),
         )
@@ -181,12 +224,20 @@ class StorageLocation(dg.ConfigurableResource):
     def read_bytes(self, path: UPath) -> bytes:
         """The data at ``path`` (on Blob, downloaded in parallel ranges of one version of the
         blob); raises FileNotFoundError if there is nothing there."""
-        if self.account is not None:
-            container, blob = self.blob_name(path)
-            with self.account.container(container, retries=None) as client:
-                try:
-                    download = client.get_blob_client(blob).download_blob(max_concurrency=BLOB_CONCURRENCY)
-                except ResourceNotFoundError as error:
-                    raise FileNotFoundError(str(path)) from error
-                return download.readall()
-        return path.read_bytes()
+        return bytes(self.read_hashed(path)[0])
+
+    def read_hashed(self, path: UPath) -> tuple[bytearray, str]:
+        """The data at ``path`` and its sha256. On Blob the ranges are hashed in order as they
+        arrive, so checking large data costs little beyond the download."""
+        if self.account is None:
+            data = bytearray(path.read_bytes())
+            return data, sha256_hex(data)
+        container, blob = self.blob_name(path)
+        with self.account.container(container, retries=None) as client:
+            try:
+                download = client.get_blob_client(blob).download_blob(max_concurrency=BLOB_CONCURRENCY)
+            except ResourceNotFoundError as error:
+                raise FileNotFoundError(str(path)) from error
+            sink = _HashingBuffer(download.size)
+            download.readinto(sink)
+        return sink.data, sink.sha256()

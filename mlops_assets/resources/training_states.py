@@ -89,12 +89,11 @@ class TrainingStates:
         newer ones were not used."""
         for step, recorded, path in self.saved():
             try:
-                payload = self.location.read_bytes(path)
+                payload, actual = self.location.read_hashed(path)
             except FileNotFoundError as error:
                 if skipped is not None:
                     skipped.append(f"{path} is gone: {error}")
                 continue
-            actual = sha256_hex(payload)
             if actual != recorded:
                 if skipped is not None:
                     skipped.append(f"{path} was changed after it was written: sha256 {actual}")
