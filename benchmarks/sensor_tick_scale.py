@@ -8,6 +8,7 @@ yesterday) and keeps the versions it has seen in its cursor. The naive tick list
 blob under the dataset prefix and diffs the names against the set it saw last time.
 
     python benchmarks/sensor_tick_scale.py [--repeats 3]
+    python benchmarks/sensor_tick_scale.py --data-dir /tmp/c20k --days 100 --per-day 200  # a smaller corpus
 
 Prints, as its last line, a JSON object with the medians and
 ratio = project tick seconds / naive tick seconds (target <= 0.05).
@@ -29,7 +30,7 @@ from azure.storage.blob import ContainerClient
 from dagster_azure.blob import AzureBlobStorageKeyCredential, AzureBlobStorageResource
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sensor_corpus import CONTAINER, CREDENTIAL, DEFAULT_DIR, PREFIX, azurite, ensure_corpus  # noqa: E402
+from sensor_corpus import CONTAINER, CREDENTIAL, DAYS, DEFAULT_DIR, PER_DAY, PREFIX, azurite, ensure_corpus  # noqa: E402
 
 from mlops_assets.datasets.spec import load_bundled_specs  # noqa: E402
 from mlops_assets.definitions import build_definitions  # noqa: E402
@@ -48,12 +49,15 @@ def naive_tick(container: ContainerClient, seen: set[str]) -> set[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DIR, help="the corpus's Azurite data folder")
+    parser.add_argument("--days", type=int, default=DAYS, help="days of blobs in the corpus")
+    parser.add_argument("--per-day", type=int, default=PER_DAY, help="blobs a day in the corpus")
     args = parser.parse_args()
-    corpus = ensure_corpus()
+    corpus = ensure_corpus(args.data_dir, days=args.days, per_day=args.per_day)
     (spec,) = load_bundled_specs()
     today = dt.datetime.now(dt.UTC).date()
     project_seconds, naive_seconds = [], []
-    with azurite(DEFAULT_DIR) as endpoint:
+    with azurite(args.data_dir) as endpoint:
         account = StorageAccount(
             blob=AzureBlobStorageResource(
                 account_url=endpoint, credential=AzureBlobStorageKeyCredential(key=AZURITE_KEY)
