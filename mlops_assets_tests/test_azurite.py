@@ -116,12 +116,12 @@ def test_whole_graph_on_azurite_with_an_mlflow_server(tmp_path, azurite, instanc
         assert bronze_rows == report.records
         predictions = lake.read_days(lake.table_uri(*keys.table(keys.predictions)), [today]).rows
         assert len(predictions) > 0 and predictions["prediction"].notna().all()
-        # The registry lives on the MLflow server: yesterday's model, released, scored today.
+        # The registry lives on the MLflow server: yesterday's model, registered, scored today.
         registry = resources["mlflow_tracking"].registry()
-        released = {version.version: version for version in registry.versions(spec.gate.model_name)}
+        registered = {version.version: version for version in registry.versions(spec.gate.model_name)}
         (scoring,) = set(predictions["model_version"])
-        assert released[scoring].tag("partition") == yesterday.isoformat()
-        assert set(predictions["model_uri"]) == {released[scoring].record.model_uri}
+        assert registered[scoring].tag("partition") == yesterday.isoformat()
+        assert set(predictions["model_uri"]) == {registered[scoring].record.model_uri}
         assert registry.champion(spec.gate.model_name) is not None
 
         run_id = (

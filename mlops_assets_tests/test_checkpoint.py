@@ -75,7 +75,7 @@ def persistent_instance(tmp_path: Path):
 
 def _materialize(defs, resources, instance, key, day) -> dg.ExecuteInProcessResult:
     """Materialize one day of ``key``; a candidate the gate refuses is still materialized (only
-    its release is blocked), so the run's outcome is not what these tests look at."""
+    its promotion to champion is), so the run's outcome is not what these tests look at."""
     result = materialize_day(defs, resources, instance, [key], day, raise_on_error=False)
     assert result.asset_materializations_for_node(key.to_python_identifier()), f"{key} was not materialized"
     return result

@@ -48,14 +48,14 @@ def test_definitions_hold_every_layer_check_sensor_and_job(defs, spec) -> None:
     }
     assert {schedule.name for schedule in defs.schedules} == {"smart_meter_nightly_retrain"}
     for candidate in keys.candidates:
-        release = keys.decision(candidate)
-        gates = [check for check in graph.asset_check_keys if check.asset_key == release]
+        decision_key = keys.decision(candidate)
+        gates = [check for check in graph.asset_check_keys if check.asset_key == decision_key]
         assert [check.name for check in gates] == ["beats_champion"]
         # The gate records the decision; a refused candidate keeps the champion before it, so
         # nothing downstream is blocked.
         assert not graph.get(gates[0]).blocking
         # Each decision depends on its candidate and on the decision for the partition before.
-        assert graph.get(release).parent_keys == {candidate, release}
+        assert graph.get(decision_key).parent_keys == {candidate, decision_key}
     # A model's whole training window is a dependency, not its own day only.
     window = graph.get(keys.forecaster).partition_mappings[keys.gold]
     assert (window.start_offset, window.end_offset) == (-(spec.model.window_partitions - 1), 0)

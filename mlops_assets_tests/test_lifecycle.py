@@ -44,8 +44,8 @@ def test_every_layer_has_every_day(lifecycle, resources, instance, spec) -> None
     # A day is scored by the champion for the day before it. The first day's candidate has no
     # seasonal-naive forecast to beat (no 24h lag yet) and is refused; the days after the first
     # day with a champion are scored, the others are not.
-    release = keys.decision(keys.forecaster)
-    champions = [decision_for(instance, release, day.isoformat()).champion for day in DAYS]
+    decision_key = keys.decision(keys.forecaster)
+    champions = [decision_for(instance, decision_key, day.isoformat()).champion for day in DAYS]
     assert champions[0] is None
     first = next(index for index, champion in enumerate(champions) if champion is not None)
     assert first < len(DAYS) - 1, "some day must be scored for this test to mean anything"

@@ -40,8 +40,10 @@ def _load(tmp_path, mlflow_tracking, instance, name: str, first: dt.date, last: 
 
 
 def _decisions(spec, instance) -> list:
-    release = DatasetKeys(spec).decision(DatasetKeys(spec).forecaster)
-    return [decision_for(instance, release, key) for key in sorted(instance.get_materialized_partitions(release))]
+    decision_key = DatasetKeys(spec).decision(DatasetKeys(spec).forecaster)
+    return [
+        decision_for(instance, decision_key, key) for key in sorted(instance.get_materialized_partitions(decision_key))
+    ]
 
 
 def _champions_beat_the_naive_forecast(decisions) -> int:
