@@ -94,10 +94,10 @@ def main() -> None:
                 if run.newest_intact() is None or not np.array_equal(
                     plain.model.predict(rows), saved.model.predict(rows)
                 ):
-                    raise SystemExit("the checkpointed training did not end with the same model")
+                    raise SystemExit("the training with saved states did not end with the same model")
             print(
                 f"[{repeat + 1}/{args.repeats}] without {without_seconds[-1]:.2f} s, "
-                f"with {written} checkpoints {with_seconds[-1]:.2f} s",
+                f"with {written} saved states {with_seconds[-1]:.2f} s",
                 file=sys.stderr,
             )
     with_median, without_median = statistics.median(with_seconds), statistics.median(without_seconds)
@@ -108,8 +108,8 @@ def main() -> None:
                 "rows": len(rows),
                 "epochs": args.epochs,
                 "every": args.every,
-                "checkpoints": written,
-                "with_checkpoints_s": round(with_median, 3),
+                "saved_states": written,
+                "with_saved_states_s": round(with_median, 3),
                 "without_s": round(without_median, 3),
                 "ratio": round(with_median / without_median, 3),
             }
