@@ -4,8 +4,9 @@ azure-storage-blob uploads and downloads tuned with max_concurrency (8 was the f
 
 Both run in this process against one Azurite on free ports with its data in a temporary
 folder. The project side is a training state's full path through the training-state store
-(a storage location on Blob): pickling, sha256, the storage SDK's parallel upload, listing
-the saved states, the SDK's parallel download, checking the sha256, unpickling. The raw side
+(a storage location on Blob): pickling, blocks staged in parallel while the bytes are
+hashed, the block list committed with the sha256 as metadata, listing the saved states,
+the SDK's parallel download, checking the sha256, unpickling. The raw side
 uploads and downloads the same bytes with the SDK's defaults.
 
     python benchmarks/blob_io.py [--megabytes 256] [--repeats 3]

@@ -307,22 +307,34 @@ def test_an_event_for_a_blob_that_is_gone_is_acknowledged(azurite, blob_profile,
     assert queue.get_queue_properties().approximate_message_count == 0
 
 
-def test_a_training_state_changed_on_blob_is_skipped_for_the_one_before(azurite) -> None:
+def test_training_states_changed_on_blob_are_skipped_for_the_newest_intact_one(azurite) -> None:
+    """A state overwritten by another client has no recorded sha256 (its metadata is gone); one
+    whose bytes changed under its metadata no longer matches it. Both give way to an older one."""
     store = TrainingStateStore(
         location=StorageLocation(uri="az://models/training-states", account=account_for(azurite))
     )
     with store.training(dg.AssetKey(["models", "toy"]), "2026-01-02", "abc") as states:
-        digests = {step: states.save(step, {"weights": [step] * 100}) for step in (5, 10)}
+        saved = {step: {"weights": [step] * 100} for step in (5, 10, 15)}
+        for step, state in saved.items():
+            states.save(step, state)
         states.flush()
-        blob = BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(
-            "models", f"training-states/models/toy/2026-01-02/abc/step-00000010.{digests[10]}.state"
+        blobs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("models")
+        folder = "training-states/models/toy/2026-01-02/abc"
+        blobs.upload_blob(f"{folder}/step-00000015.state", pickle.dumps({"weights": [1]}), overwrite=True)
+        recorded = blobs.get_blob_client(f"{folder}/step-00000010.state").get_blob_properties().metadata
+        assert recorded == {
+            "sha256": hashlib.sha256(pickle.dumps(saved[10], protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
+        }
+        blobs.upload_blob(
+            f"{folder}/step-00000010.state", pickle.dumps({"weights": [2]}), overwrite=True, metadata=recorded
         )
-        blob.upload_blob(pickle.dumps({"weights": [1]}), overwrite=True)
         skipped: list[str] = []
         found = states.newest_intact(skipped)
-    assert found is not None and found.step == 5 and found.sha256 == digests[5]
-    assert found.state == {"weights": [5] * 100}
-    assert len(skipped) == 1 and "was changed after it was written" in skipped[0]
+    assert found is not None and found.step == 5 and found.state == saved[5]
+    assert found.sha256 == hashlib.sha256(pickle.dumps(saved[5], protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
+    assert len(skipped) == 2
+    assert "step-00000015.state has no recorded sha256" in skipped[0]
+    assert "step-00000010.state was changed after it was written" in skipped[1]
 
 
 def test_azurite_down_fails_the_tick_and_the_next_tick_catches_up(tmp_path, instance, spec, mlflow_tracking) -> None:
@@ -415,9 +427,8 @@ def test_a_large_object_round_trips_through_blocks_and_ranges(azurite) -> None:
     location = StorageLocation(uri="az://models", account=account_for(azurite))
     payload = os.urandom(20 * 1024 * 1024 + 123)
     path = location.path("models", "large", "2026-01-02.bin")
-    location.write_bytes(path, payload)
-    assert location.read_bytes(path) == payload
-    data, sha256 = location.read_hashed(path)
+    assert location.write_recorded(path, payload) == hashlib.sha256(payload).hexdigest()
+    data, sha256 = location.read_verified(path)
     assert data == payload and sha256 == hashlib.sha256(payload).hexdigest()
     blob = BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(
         "models", "models/large/2026-01-02.bin"

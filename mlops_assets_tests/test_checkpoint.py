@@ -5,7 +5,9 @@ from its newest intact saved state and ends with the same model."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -232,15 +234,21 @@ def test_a_killed_training_resumes_from_its_last_checkpoint_and_ends_with_the_sa
     assert np.array_equal(resumed_model.predict(holdout), uninterrupted.model.predict(holdout))
 
 
-def test_a_damaged_newest_saved_state_is_skipped_for_the_one_before(tmp_path) -> None:
+def test_damaged_newer_saved_states_are_skipped_for_the_newest_intact_one(tmp_path) -> None:
     store = TrainingStateStore(location=StorageLocation(uri=(tmp_path / "states").as_uri()))
     with store.training(dg.AssetKey(["models", "toy"]), "2026-03-01", "abc") as run:
-        digests = {step: run.save(step, {"weights": [step] * 3}) for step in (5, 10, 15)}
+        states = {step: {"weights": [step] * 3} for step in (5, 10, 15, 20)}
+        for step, state in states.items():
+            run.save(step, state)
         run.flush()
-        newest = next((tmp_path / "states").rglob("step-00000015.*.state"))
-        newest.write_bytes(newest.read_bytes()[:-2] + b"xx")
+        folder = next((tmp_path / "states").rglob("step-00000015.state")).parent
+        changed = folder / "step-00000015.state"
+        changed.write_bytes(changed.read_bytes()[:-2] + b"xx")
+        (folder / "step-00000020.state.sha256").unlink()
         skipped: list[str] = []
         found = run.newest_intact(skipped)
-    assert found is not None and found.step == 10
-    assert found.state == {"weights": [10] * 3} and found.sha256 == digests[10]
-    assert len(skipped) == 1 and "changed after it was written" in skipped[0]
+    assert found is not None and found.step == 10 and found.state == states[10]
+    assert found.sha256 == hashlib.sha256(pickle.dumps(states[10], protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
+    assert len(skipped) == 2
+    assert "step-00000020.state has no recorded sha256" in skipped[0]
+    assert "step-00000015.state was changed after it was written" in skipped[1]

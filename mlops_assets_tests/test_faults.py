@@ -92,7 +92,7 @@ from mlops_assets.resources.storage import StorageAccount, StorageLocation
 blob_url, path, values = sys.argv[1:]
 blob = AzureBlobStorageResource(account_url=blob_url, credential=AzureBlobStorageKeyCredential(key=AZURITE_KEY))
 location = StorageLocation(uri="az://models", account=StorageAccount(blob=blob))
-location.write_bytes(location.resolve(path), pickle.dumps(np.arange(int(values), dtype=float)))
+location.write_recorded(location.resolve(path), pickle.dumps(np.arange(int(values), dtype=float)))
 """
 
 
@@ -370,7 +370,7 @@ def test_a_large_write_killed_before_its_block_list_commits_leaves_the_old_objec
     name = "training-states/models/smart_meter_checkpoint/2026-02-10/abc/step-00000010.state"
     path = location.path(name)
     old = np.arange(10, dtype=float)
-    location.write_bytes(path, pickle.dumps(old))
+    location.write_recorded(path, pickle.dumps(old))
     values = 5 * BLOB_BLOCK_BYTES // 16  # two and a half blocks of float64
     blocks = -(-len(pickle.dumps(np.arange(values, dtype=float))) // BLOB_BLOCK_BYTES)
 
@@ -384,12 +384,12 @@ def test_a_large_write_killed_before_its_block_list_commits_leaves_the_old_objec
     )
     _, staged = blob.get_block_list("uncommitted")
     assert len(staged) == blocks == 3, "the writer was not killed between staging its blocks and committing them"
-    np.testing.assert_array_equal(pickle.loads(location.read_bytes(path)), old)
+    np.testing.assert_array_equal(pickle.loads(location.read_verified(path)[0]), old)
 
     gate.release()
     rerun = _spawn(tmp_path, "rewriter", WRITE_CHILD, gate.endpoints.blob_url, str(path), str(values))
     assert rerun.wait(timeout=CHILD_SECONDS) == 0
-    np.testing.assert_array_equal(pickle.loads(location.read_bytes(path)), np.arange(values, dtype=float))
+    np.testing.assert_array_equal(pickle.loads(location.read_verified(path)[0]), np.arange(values, dtype=float))
     assert blob.get_block_list("uncommitted")[1] == []
 
 

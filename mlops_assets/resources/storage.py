@@ -14,14 +14,15 @@ import hashlib
 import io
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import dagster as dg
 from azure.core.exceptions import ResourceNotFoundError
 from azure.identity import DefaultAzureCredential
-from azure.storage.blob import ContainerClient, ExponentialRetry
+from azure.storage.blob import BlobBlock, BlobClient, ContainerClient, ExponentialRetry
 from azure.storage.queue import QueueClient
 from dagster_azure.blob import AzureBlobStorageResource
 from pydantic import Field
@@ -33,6 +34,8 @@ from mlops_assets.digests import sha256_hex
 # large objects faster on Azurite than the SDK's 4 MB default).
 BLOB_CONCURRENCY = 8
 BLOB_BLOCK_BYTES = 8 * 1024 * 1024
+# The blob metadata that holds the sha256 of what write_recorded stored.
+SHA256_METADATA = "sha256"
 
 
 class _HashingBuffer(io.RawIOBase):
@@ -204,40 +207,100 @@ class StorageLocation(dg.ConfigurableResource):
     def write_bytes(self, path: UPath, data: bytes) -> None:
         """Store ``data`` at ``path`` so that no reader ever sees part of it.
 
-        On Blob, the storage SDK uploads large data in parallel blocks and commits them at once.
-        In a local folder the data goes to a hidden name first and is renamed into place.
+        On Blob, large data is staged as blocks in parallel and committed in one request. In
+        a local folder the data goes to a hidden name first and is renamed into place.
         """
+        self._write(path, data, record=False)
+
+    def write_recorded(self, path: UPath, data: bytes) -> str:
+        """Store ``data`` at ``path`` as :meth:`write_bytes` does, with its sha256 recorded
+        beside it for :meth:`read_verified`; returns the sha256.
+
+        On Blob the sha256 is the blob's ``sha256`` metadata, committed in the same request as
+        the data and computed while the blocks upload. In a local folder it is the file
+        ``<name>.sha256``, written before the data is renamed into place.
+        """
+        return cast(str, self._write(path, data, record=True))
+
+    def read_verified(self, path: UPath) -> tuple[bytearray, str]:
+        """The data at ``path`` and its sha256, checked against the sha256 recorded when it was
+        written. Raises FileNotFoundError if there is nothing there, and TamperedObjectError if
+        no sha256 was recorded or the data no longer matches it.
+
+        On Blob the data comes in parallel ranges of one version of the blob, hashed in order
+        as they arrive, so the check costs little beyond the download.
+        """
+        if self.account is None:
+            data = bytearray(path.read_bytes())
+            actual = sha256_hex(data)
+            sidecar = _sidecar(path)
+            recorded = sidecar.read_text().strip() if sidecar.exists() else None
+        else:
+            container, blob = self.blob_name(path)
+            with self.account.container(container, retries=None) as client:
+                try:
+                    download = client.get_blob_client(blob).download_blob(max_concurrency=BLOB_CONCURRENCY)
+                except ResourceNotFoundError as error:
+                    raise FileNotFoundError(str(path)) from error
+                sink = _HashingBuffer(download.size)
+                download.readinto(sink)
+            data, actual = sink.data, sink.sha256()
+            recorded = (download.properties.metadata or {}).get(SHA256_METADATA)
+        if recorded is None:
+            raise TamperedObjectError(f"{path} has no recorded sha256: it was not written by write_recorded")
+        if actual != recorded:
+            raise TamperedObjectError(f"{path} was changed after it was written: sha256 {actual}, recorded {recorded}")
+        return data, actual
+
+    def _write(self, path: UPath, data: bytes, record: bool) -> str | None:
         if self.account is not None:
             container, blob = self.blob_name(path)
             with self.account.container(container, retries=None) as client:
-                client.get_blob_client(blob).upload_blob(data, overwrite=True, max_concurrency=BLOB_CONCURRENCY)
-            return
+                return _upload(client.get_blob_client(blob), data, record)
         path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-        try:
-            staging.write_bytes(data)
-            path.fs.mv(staging.path, path.path)
-        finally:
-            if staging.exists():
-                staging.unlink()
+        digest = sha256_hex(data) if record else None
+        if digest is not None:
+            _atomic_local_write(_sidecar(path), digest.encode())
+        _atomic_local_write(path, data)
+        return digest
 
-    def read_bytes(self, path: UPath) -> bytes:
-        """The data at ``path`` (on Blob, downloaded in parallel ranges of one version of the
-        blob); raises FileNotFoundError if there is nothing there."""
-        return bytes(self.read_hashed(path)[0])
 
-    def read_hashed(self, path: UPath) -> tuple[bytearray, str]:
-        """The data at ``path`` and its sha256. On Blob the ranges are hashed in order as they
-        arrive, so checking large data costs little beyond the download."""
-        if self.account is None:
-            data = bytearray(path.read_bytes())
-            return data, sha256_hex(data)
-        container, blob = self.blob_name(path)
-        with self.account.container(container, retries=None) as client:
-            try:
-                download = client.get_blob_client(blob).download_blob(max_concurrency=BLOB_CONCURRENCY)
-            except ResourceNotFoundError as error:
-                raise FileNotFoundError(str(path)) from error
-            sink = _HashingBuffer(download.size)
-            download.readinto(sink)
-        return sink.data, sink.sha256()
+def _sidecar(path: UPath) -> UPath:
+    return path.with_name(f"{path.name}.sha256")
+
+
+def _atomic_local_write(path: UPath, data: bytes) -> None:
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        staging.write_bytes(data)
+        path.fs.mv(staging.path, path.path)
+    finally:
+        if staging.exists():
+            staging.unlink()
+
+
+def _upload(blob: BlobClient, data: bytes, record: bool) -> str | None:
+    """Upload ``data`` as one blob, with its sha256 as metadata when ``record``; returns it.
+
+    Data over one block is staged as blocks on a thread pool while this thread hashes it, and
+    the block list and metadata are committed together, so the blob never exists without its
+    sha256 and the hash costs no time beyond the upload.
+    """
+
+    def stage(index: int, block_id: str) -> None:
+        blob.stage_block(block_id, data[index * BLOB_BLOCK_BYTES : (index + 1) * BLOB_BLOCK_BYTES])
+
+    ids = [f"{index:08d}" for index in range(-(-len(data) // BLOB_BLOCK_BYTES))]
+    if len(ids) <= 1:
+        digest = sha256_hex(data) if record else None
+        blob.upload_blob(data, overwrite=True, metadata={SHA256_METADATA: digest} if digest else None)
+        return digest
+    with ThreadPoolExecutor(max_workers=BLOB_CONCURRENCY, thread_name_prefix="blob-block") as pool:
+        staged = [pool.submit(stage, index, block_id) for index, block_id in enumerate(ids)]
+        digest = sha256_hex(data) if record else None
+        for block in staged:
+            block.result()
+    blob.commit_block_list(
+        [BlobBlock(block_id) for block_id in ids], metadata={SHA256_METADATA: digest} if digest else None
+    )
+    return digest

@@ -3,8 +3,9 @@
 A training is identified by a fingerprint of everything that determines its result
 (parent model, training rows, hyper-parameters, seed, number of steps), so a retry
 resumes only from states of the very same training. A state is stored under a name that
-carries its step and the sha256 of its bytes (``step-00000010.<sha256>.state``), written
-atomically; a state whose bytes do not match its name is skipped for the next older one.
+carries its step (``step-00000010.state``), written atomically with the sha256 of its bytes
+recorded beside it (Blob metadata, or a ``.sha256`` file in a local folder); a state whose
+bytes do not match that record is skipped for the next older one.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ import dagster as dg
 from pydantic import Field
 from upath import UPath
 
-from mlops_assets.digests import sha256_hex
-from mlops_assets.resources.storage import StorageLocation
+from mlops_assets.resources.storage import StorageLocation, TamperedObjectError
 
-STATE_FILE = re.compile(r"^step-(\d{8})\.([0-9a-f]{64})\.state$")
+STATE_FILE = re.compile(r"^step-(\d{8})\.state$")
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class SavedState:
 class TrainingStates:
     """The saved states of one training (one asset partition and fingerprint).
 
-    A state is pickled and hashed when it is saved, and written by one background thread
+    A state is pickled when it is saved, and hashed and written by one background thread
     while training goes on, in the order saved. A process killed during a write leaves no
     state for that step (writes are atomic), only the older ones. A failed write fails the
     next save or :meth:`flush`.
@@ -50,16 +50,15 @@ class TrainingStates:
         self.location = location
         self.folder = folder
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="training-state-writer")
-        self._pending: list[Future[None]] = []
+        self._pending: list[Future[str]] = []
 
-    def save(self, step: int, state: Any) -> str:
-        """Store ``state`` as the state after ``step``; returns its sha256."""
+    def save(self, step: int, state: Any) -> Future[str]:
+        """Store ``state`` as the state after ``step``; the future gives its sha256 once written."""
         self._raise_failed_writes()
         payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-        digest = sha256_hex(payload)
-        path = self.folder / f"step-{step:08d}.{digest}.state"
-        self._pending.append(self._writer.submit(self.location.write_bytes, path, payload))
-        return digest
+        write = self._writer.submit(self.location.write_recorded, self.folder / f"step-{step:08d}.state", payload)
+        self._pending.append(write)
+        return write
 
     def flush(self) -> None:
         """Wait until every saved state is written; raise the first write error."""
@@ -76,29 +75,28 @@ class TrainingStates:
             write.result()
             self._pending.remove(write)
 
-    def saved(self) -> list[tuple[int, str, UPath]]:
-        """(step, sha256, path) of every saved state, newest first."""
+    def saved(self) -> list[tuple[int, UPath]]:
+        """(step, path) of every saved state, newest first."""
         if not self.folder.exists():
             return []
         found = ((STATE_FILE.match(entry.name), entry) for entry in self.folder.iterdir())
-        states = [(int(match.group(1)), match.group(2), entry) for match, entry in found if match]
-        return sorted(states, key=lambda state: state[0], reverse=True)
+        return sorted(((int(match.group(1)), entry) for match, entry in found if match), reverse=True)
 
     def newest_intact(self, skipped: list[str] | None = None) -> SavedState | None:
-        """The newest state whose bytes match the sha256 in its name; ``skipped`` collects why
-        newer ones were not used."""
-        for step, recorded, path in self.saved():
+        """The newest state whose bytes match the sha256 recorded when it was written;
+        ``skipped`` collects why newer ones were not used."""
+        for step, path in self.saved():
             try:
-                payload, actual = self.location.read_hashed(path)
+                payload, digest = self.location.read_verified(path)
             except FileNotFoundError as error:
                 if skipped is not None:
                     skipped.append(f"{path} is gone: {error}")
                 continue
-            if actual != recorded:
+            except TamperedObjectError as error:
                 if skipped is not None:
-                    skipped.append(f"{path} was changed after it was written: sha256 {actual}")
+                    skipped.append(str(error))
                 continue
-            return SavedState(state=pickle.loads(payload), step=step, sha256=actual, path=str(path))
+            return SavedState(state=pickle.loads(payload), step=step, sha256=digest, path=str(path))
         return None
 
     def discard(self) -> None:

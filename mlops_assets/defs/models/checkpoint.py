@@ -125,8 +125,8 @@ def build_checkpoint_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
                 start = TrainingState(model=newest.state, step=newest.step)
 
             def save(state: TrainingState) -> None:
-                digest = states.save(state.step, state.model)
-                context.log.info(f"Saved the state after epoch {state.step}/{settings.epochs}: sha256 {digest}")
+                states.save(state.step, state.model)
+                context.log.info(f"Saving the state after epoch {state.step}/{settings.epochs} in the background.")
 
             def progress(done: int, total: int) -> None:
                 context.log.debug(f"epoch {done}/{total}")
