@@ -6,8 +6,10 @@ One Azurite, one MLflow-free azurite profile and one `dagster-daemon` run both s
 (max_concurrent_runs 0), so what is timed is the arrival path alone: upload, event on
 the queue (written as Event Grid writes it; Azurite has no Event Grid), sensor tick,
 run created. Uploads are spaced further apart than the polling interval, so each run
-answers exactly one upload. The daemon evaluates each sensor at most once per 5 s loop:
-that floor is part of the figures.
+answers exactly one upload; once an upload's runs are timed they are marked canceled, as
+the polling sensor would otherwise hand the next file of the day to the run still waiting
+to start instead of requesting one. The daemon evaluates each sensor at most once per 5 s
+loop: that floor is part of the figures.
 
     python benchmarks/arrival_latency.py [--uploads 60] [--spacing 15]
 
@@ -66,10 +68,16 @@ def summary(side: str, values: list[float]) -> dict[str, float]:
     }
 
 
-def first_run_after(instance: dg.DagsterInstance, sensor: str, after: float, before: float) -> float | None:
-    records = instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/sensor_name": sensor}))
+def take_run_after(instance: dg.DagsterInstance, sensor: str, after: float) -> float | None:
+    """When ``sensor``'s first run created since ``after`` was created; its waiting runs are
+    then canceled so that the next upload gets a run of its own."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(tags={"dagster/sensor_name": sensor}, statuses=[dg.DagsterRunStatus.QUEUED])
+    )
     created = sorted(record.create_timestamp.timestamp() for record in records)
-    return next((stamp for stamp in created if after <= stamp < before), None)
+    for record in records:
+        instance.report_run_canceled(record.dagster_run, message="timed by the arrival_latency benchmark")
+    return next((stamp for stamp in created if stamp >= after), None)
 
 
 def main() -> None:
@@ -103,26 +111,26 @@ def main() -> None:
             )
             queue = QueueClient.from_connection_string(azurite.connection_string, "landing-events")
             time.sleep(args.spacing)  # the daemon starts its sensors
-            uploaded: list[float] = []
-            for index in range(args.uploads):
-                name = f"smart_meter/{today:%Y/%m/%d}/arrival-{index:03d}.csv"
-                blob = container.upload_blob(name, b"meter_id,timestamp,kwh,temperature\n", overwrite=True)
-                etag = blob.get_blob_properties().etag.strip('"')
-                queue.send_message(blob_created_event(AZURITE_ACCOUNT, "landing", name, etag, 36))
-                uploaded.append(time.time())
-                print(f"upload {index + 1}/{args.uploads}", flush=True)
-                time.sleep(args.spacing + random.uniform(-2, 2))
-            time.sleep(args.spacing)
             os.environ["DAGSTER_HOME"] = str(home)
+            latencies: dict[str, list[float]] = {EVENT_SENSOR_NAME: [], POLL_SENSOR: []}
             with dg.DagsterInstance.get() as instance:
-                latencies: dict[str, list[float]] = {EVENT_SENSOR_NAME: [], POLL_SENSOR: []}
-                for index, start in enumerate(uploaded):
-                    end = uploaded[index + 1] if index + 1 < len(uploaded) else float("inf")
+                for index in range(args.uploads):
+                    name = f"smart_meter/{today:%Y/%m/%d}/arrival-{index:03d}.csv"
+                    blob = container.upload_blob(name, b"meter_id,timestamp,kwh,temperature\n", overwrite=True)
+                    etag = blob.get_blob_properties().etag.strip('"')
+                    queue.send_message(blob_created_event(AZURITE_ACCOUNT, "landing", name, etag, 36))
+                    uploaded = time.time()
+                    time.sleep(args.spacing + random.uniform(-2, 2))
                     for sensor, values in latencies.items():
-                        created = first_run_after(instance, sensor, start, end)
+                        created = take_run_after(instance, sensor, uploaded)
                         if created is None:
                             raise RuntimeError(f"{sensor} requested no run for upload {index + 1}; see {log.name}")
-                        values.append(created - start)
+                        values.append(created - uploaded)
+                    print(
+                        f"upload {index + 1}/{args.uploads}: queue {latencies[EVENT_SENSOR_NAME][-1]:.2f} s, "
+                        f"polling {latencies[POLL_SENSOR][-1]:.2f} s",
+                        flush=True,
+                    )
         finally:
             daemon.terminate()
             daemon.wait(timeout=30)
