@@ -726,7 +726,7 @@ def test_the_queue_sensor_poisons_garbage_and_requests_each_file_version_once(
     poison.create_queue()
     landing = LandingZone(
         location=StorageLocation(uri="az://landing", account=account),
-        quarantine_location=StorageLocation(uri="az://quarantine", account=account),
+        quarantine_uri="az://quarantine",
     )
     container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("landing")
 

@@ -49,7 +49,10 @@ class LandingZone(dg.ConfigurableResource):
     """Landing zone and quarantine area, on any fsspec filesystem (local folders, Azure Blob)."""
 
     location: StorageLocation = Field(description="The landing zone: where source systems drop files.")
-    quarantine_location: StorageLocation = Field(description="Where rejected files are kept with their reasons.")
+    quarantine_uri: str = Field(
+        description="Where rejected files are kept with their reasons: a local folder, or az://<container>/<prefix> "
+        "on the landing zone's storage account."
+    )
     poll_days: int | None = Field(
         default=None,
         description="How many most recent days (UTC, today included) the polling sensor lists; "
@@ -63,6 +66,11 @@ class LandingZone(dg.ConfigurableResource):
 
     def _root(self) -> UPath:
         return self.location.path()
+
+    def _quarantine(self) -> UPath:
+        # A string on the landing zone's account rather than a location resource of its own:
+        # Dagster builds every nested resource again for each sensor tick.
+        return self.location.resolve(self.quarantine_uri)
 
     def list_dataset(self, spec: DatasetSpec) -> list[LandingFile]:
         """Every file under the dataset's prefix whose path carries an event day."""
@@ -178,7 +186,7 @@ class LandingZone(dg.ConfigurableResource):
         in place to be tried again.
         """
         folder, _, name = file.path.rpartition("/")
-        target = self.quarantine_location.path() / folder / _safe_segment(file.etag) / name
+        target = self._quarantine() / folder / _safe_segment(file.etag) / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         sidecar = target.with_name(f"{name}.reason.json")
@@ -210,7 +218,7 @@ class LandingZone(dg.ConfigurableResource):
         target = self._root() / entry["path"]
         if target.exists():
             return False
-        copy = self.quarantine_location.resolve(entry["quarantined_to"])
+        copy = self.location.resolve(entry["quarantined_to"])
         self.write_bytes(entry["path"], copy.read_bytes())
         copy.with_name(f"{copy.name}.reason.json").unlink()
         copy.unlink()
@@ -218,7 +226,7 @@ class LandingZone(dg.ConfigurableResource):
 
     def quarantined(self, spec: DatasetSpec) -> list[dict[str, Any]]:
         """The reasons of every file of the dataset held in quarantine."""
-        folder = self.quarantine_location.path() / spec.landing.prefix
+        folder = self._quarantine() / spec.landing.prefix
         if not folder.exists():
             return []
         sidecars = sorted(path for path in folder.fs.find(folder.path) if path.endswith(".reason.json"))

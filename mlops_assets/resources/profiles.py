@@ -84,7 +84,7 @@ def local_resources(home: Path) -> dict[str, Any]:
     return {
         "landing": LandingZone(
             location=StorageLocation(uri=(home / "landing").as_uri()),
-            quarantine_location=StorageLocation(uri=(home / "quarantine").as_uri()),
+            quarantine_uri=(home / "quarantine").as_uri(),
         ),
         "lake": DeltaLake(location=StorageLocation(uri=str(home / "lake"))),
         "records": RecordIOManager(),
@@ -104,9 +104,7 @@ def blob_resources(account: StorageAccount, mlflow_tracking_uri: str, poll_days:
         return StorageLocation(uri=uri, account=account)
 
     return {
-        "landing": LandingZone(
-            location=on_blob("az://landing"), quarantine_location=on_blob("az://quarantine"), poll_days=poll_days
-        ),
+        "landing": LandingZone(location=on_blob("az://landing"), quarantine_uri="az://quarantine", poll_days=poll_days),
         "lake": DeltaLake(location=on_blob("az://lake")),
         "records": RecordIOManager(),
         "training_states": TrainingStateStore(location=on_blob("az://models/training-states")),
