@@ -26,7 +26,7 @@ from mlops_assets.history import landed_range, load_history
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
 from mlops_assets.resources.model_registry import CHAMPION, PREVIOUS, AliasMove, Registry, RegistryError
 from mlops_assets.resources.profiles import build_profile, build_resources, extra_spec_locations, mlops_home
-from mlops_dev.demo import reset_state, run_arrivals, summarize
+from mlops_dev.demo import Stopwatch, reset_state, run_arrivals, summarize
 from mlops_dev.services import run_azurite, run_mlflow_server
 from mlops_dev.simulate import SimulationReport, blob_created_message, simulate
 
@@ -162,23 +162,29 @@ def _landing_resources():
 @_with_simulation_options
 def demo_command(dataset: str, spec_file: str | None, reset: bool, start, **options) -> None:
     """Simulate arrivals, push them through the whole graph, print a summary."""
+    stopwatch = Stopwatch()
     spec = _spec(dataset, spec_file)
     instance = _instance()
     if reset:
-        reset_state(mlops_home(), instance)
+        with stopwatch.phase("reset"):
+            reset_state(mlops_home(), instance)
         click.echo(f"reset: emptied {mlops_home()} and the run history")
     resources = build_resources()
-    with dg.build_resources({"landing": resources["landing"]}) as ready:
+    with stopwatch.phase("simulate"), dg.build_resources({"landing": resources["landing"]}) as ready:
         _simulate(spec, ready, start, **options)
-    failed = run_arrivals(spec, resources, instance, progress=click.echo)
+    failed = run_arrivals(spec, resources, instance, progress=click.echo, stopwatch=stopwatch)
     click.echo("")
-    with dg.build_resources({name: resources[name] for name in ("landing", "lake")}) as ready:
+    with (
+        stopwatch.phase("summary"),
+        dg.build_resources({name: resources[name] for name in ("landing", "lake")}) as ready,
+    ):
         summary = summarize(
             spec,
             {"landing": ready.landing, "lake": ready.lake, "mlflow_tracking": resources["mlflow_tracking"]},
             instance,
         )
-        click.echo(summary.render())
+    click.echo(summary.render())
+    click.echo(f"\n{stopwatch.render()}")
     if failed:
         click.echo(f"\n{len(failed)} day(s) failed: {', '.join(failed)}; see their runs in the Dagster UI.", err=True)
         sys.exit(1)
@@ -404,7 +410,10 @@ def dev_command_line(port: int, host: str = LOOPBACK) -> list[str]:
 @main.command("dev")
 @click.option("--profile", type=click.Choice(["local", "azurite"]), default="local", show_default=True)
 @click.option(
-    "--arrivals", type=click.Choice(["poll", "queue"]), help="How arrivals are noticed (azurite default: queue)."
+    "--arrivals",
+    type=click.Choice(["poll", "queue"]),
+    envvar="MLOPS_ARRIVALS",
+    help="How arrivals are noticed: the flag, else MLOPS_ARRIVALS, else queue on azurite (local polls only).",
 )
 @click.option("--port", type=int, default=3000, show_default=True, help="Port of the Dagster UI.")
 @click.option(
@@ -424,6 +433,10 @@ def dev_command(profile: str, arrivals: str | None, port: int, host: str) -> Non
     MLflow server always stay on loopback."""
     command = dev_command_line(port, host)
     if profile == "local":
+        if arrivals == "queue":
+            raise click.UsageError(
+                "the local profile notices arrivals by polling only: use --profile azurite for queue"
+            )
         supervise(command, env={**os.environ, "MLOPS_PROFILE": "local"})
         return
     home = mlops_home()

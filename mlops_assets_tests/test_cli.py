@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import requests
 import yaml
 from click.testing import CliRunner
 
@@ -19,8 +20,10 @@ from mlops_assets.cli import main
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import load_spec, spec_document
 from mlops_assets.definitions import build_definitions
+from mlops_assets.defs.landing.queue import EVENT_SENSOR_NAME
 from mlops_assets.resources.profiles import local_resources
 from mlops_assets_tests.conftest import materialize_day
+from mlops_dev.services import REPOSITORY, free_port
 from mlops_dev.simulate import simulate
 
 
@@ -52,6 +55,13 @@ def test_demo_runs_end_to_end_and_summarizes(tmp_path: Path, monkeypatch) -> Non
     assert f"{len(passed)} of 4 passed the gate" in result.output
     assert "@champion: v" in result.output
     assert "Quarantined files: 1" in result.output
+    # The demo reports where its own time went: each phase, and a total that covers them all.
+    (timing,) = [line for line in result.output.splitlines() if line.startswith("Time: ")]
+    phases, total = timing.removeprefix("Time: ").split("; total ")
+    seconds = {name: float(figure) for name, figure in (part.rsplit(" ", 2)[:2] for part in phases.split(", "))}
+    assert list(seconds) == ["reset", "simulate", "sensor", "ingest", "lifecycle", "checkpoint", "summary"]
+    assert all(value > 0 for value in seconds.values())
+    assert sum(seconds.values()) <= float(total.removesuffix(" s")) + 0.1 * len(seconds)
 
 
 def test_more_bad_files_than_days_is_refused(tmp_path: Path, monkeypatch) -> None:
@@ -89,6 +99,65 @@ def test_a_terminated_supervisor_takes_its_child_with_it(tmp_path: Path) -> None
     assert parent.wait(timeout=30) != 0
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)
+
+
+SENSORS_QUERY = """
+{ repositoriesOrError { ... on RepositoryConnection { nodes { sensors { name sensorState { status } } } } } }
+"""
+
+
+def running_sensors(port: int) -> set[str] | None:
+    """The names of the sensors the Dagster UI on ``port`` shows as running; None until it answers."""
+    try:
+        answer = requests.post(f"http://127.0.0.1:{port}/graphql", json={"query": SENSORS_QUERY}, timeout=5)
+    except requests.ConnectionError:
+        return None
+    if answer.status_code != 200:
+        return None
+    repositories = answer.json()["data"]["repositoriesOrError"].get("nodes", [])
+    return {
+        sensor["name"]
+        for repository in repositories
+        for sensor in repository["sensors"]
+        if sensor["sensorState"]["status"] == "RUNNING"
+    } or None
+
+
+def test_mlops_arrivals_picks_polling_for_mlops_dev_on_azurite(tmp_path: Path) -> None:
+    """``MLOPS_ARRIVALS=poll make dev PROFILE=azurite``, as the README documents it: the UI that
+    ``mlops dev`` starts (with its own Azurite and MLflow server) runs the polling sensor, not
+    the queue sensor that is the azurite profile's default."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+        "MLOPS_HOME": str(tmp_path / "mlops"),
+        "MLOPS_ARRIVALS": "poll",
+    }
+    (tmp_path / "dagster").mkdir()
+    command = [sys.executable, "-c", "from mlops_assets.console import run; run()"]
+    command += ["dev", "--profile", "azurite", "--port", str(port)]
+    log = tmp_path / "dev.log"
+    with log.open("wb") as output:
+        dev = subprocess.Popen(command, env=environment, cwd=REPOSITORY, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while (sensors := running_sensors(port)) is None:
+            assert dev.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(1)
+    finally:
+        dev.send_signal(signal.SIGTERM)
+        dev.wait(timeout=60)
+    assert "smart_meter_landing_sensor" in sensors and EVENT_SENSOR_NAME not in sensors, sensors
+    assert "export MLOPS_ARRIVALS='poll'" in log.read_text()
+
+
+def test_queue_arrivals_on_the_local_profile_are_refused(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "mlops"))
+    monkeypatch.setenv("MLOPS_ARRIVALS", "queue")
+    result = CliRunner().invoke(main, ["dev"])
+    assert result.exit_code == 2 and "polling only" in result.output
 
 
 def test_check_prints_one_line_per_problem_and_fails(tmp_path: Path) -> None:

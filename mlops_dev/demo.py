@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import shutil
 import statistics
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,26 @@ from mlops_assets.resources.model_registry import CHALLENGER, CHAMPION, PREVIOUS
 # Failures are summarised per day below (and kept whole in the run history), so the
 # console shows no step logs.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+@dataclass
+class Stopwatch:
+    """Wall-clock seconds spent in each phase of the demo, summed over its days."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - began
+
+    def render(self) -> str:
+        phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.seconds.items())
+        return f"Time: {phases}; total {time.perf_counter() - self.started:.1f} s"
 
 
 @dataclass
@@ -92,13 +114,16 @@ def run_arrivals(
     resources: Mapping[str, Any],
     instance: dg.DagsterInstance,
     progress: Callable[[str], None] = print,
+    stopwatch: Stopwatch | None = None,
 ) -> list[str]:
     """Evaluate the landing sensor once, as the daemon would, and run the lifecycle job for
     every partition it requests, oldest first (a partition's features and the champion that
-    scores it come from the partitions before it)."""
+    scores it come from the partitions before it). ``stopwatch`` sums the time of each phase
+    (sensor, ingest, lifecycle, checkpoint) over the partitions."""
+    stopwatch = stopwatch or Stopwatch()
     defs = build_definitions([spec], resources)
     sensor = defs.resolve_sensor_def(f"{spec.name}_landing_sensor")
-    with dg.build_sensor_context(instance=instance, resources=dict(resources)) as context:
+    with stopwatch.phase("sensor"), dg.build_sensor_context(instance=instance, resources=dict(resources)) as context:
         result = sensor(context)
     if isinstance(result, dg.SkipReason):
         progress(f"landing sensor: {result.skip_message}")
@@ -111,31 +136,34 @@ def run_arrivals(
     keys = DatasetKeys(spec)
     failed = []
     for index, request in enumerate(requests, start=1):
-        data = ingest.execute_in_process(
-            partition_key=request.partition_key,
-            instance=instance,
-            tags={**request.tags, "dagster/sensor_name": sensor.name},
-            run_config=QUIET_RUN_CONFIG,
-            raise_on_error=False,
-        )
+        with stopwatch.phase("ingest"):
+            data = ingest.execute_in_process(
+                partition_key=request.partition_key,
+                instance=instance,
+                tags={**request.tags, "dagster/sensor_name": sensor.name},
+                run_config=QUIET_RUN_CONFIG,
+                raise_on_error=False,
+            )
         if not data.success:
             failed.append(request.partition_key)
             progress(f"[{index}/{len(requests)}] {request.partition_key}: {_failure(data)}")
             continue
-        lifecycle = job.execute_in_process(
-            partition_key=request.partition_key,
-            instance=instance,
-            run_config=QUIET_RUN_CONFIG,
-            raise_on_error=False,
-        )
+        with stopwatch.phase("lifecycle"):
+            lifecycle = job.execute_in_process(
+                partition_key=request.partition_key,
+                instance=instance,
+                run_config=QUIET_RUN_CONFIG,
+                raise_on_error=False,
+            )
         # The checkpoint model continues from the partition before, so its partitions run in order.
-        checkpoint = retrain.execute_in_process(
-            partition_key=request.partition_key,
-            instance=instance,
-            asset_selection=[keys.checkpoint, keys.decision(keys.checkpoint)],
-            run_config=QUIET_RUN_CONFIG,
-            raise_on_error=False,
-        )
+        with stopwatch.phase("checkpoint"):
+            checkpoint = retrain.execute_in_process(
+                partition_key=request.partition_key,
+                instance=instance,
+                asset_selection=[keys.checkpoint, keys.decision(keys.checkpoint)],
+                run_config=QUIET_RUN_CONFIG,
+                raise_on_error=False,
+            )
         statuses = [
             _status(lifecycle, keys.decision(keys.forecaster)),
             _status(checkpoint, keys.decision(keys.checkpoint)),
