@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 AZURITE := node_modules/.bin/azurite
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: install demo test test-slow dev mlflow-ui validate clean
+.PHONY: install demo test test-slow bench dev mlflow-ui validate clean
 
 install: $(STAMP) $(AZURITE)
 
@@ -33,8 +33,13 @@ test: $(STAMP) $(AZURITE)
 test-slow: $(STAMP) $(AZURITE)
 	$(BIN)/python -m pytest -m slow
 
+## The benchmarks, one after the other, and their result table in benchmarks/README.md
+## (about an hour and a half; BENCH="blob_io checkpoint_overhead" runs only those).
+bench: $(STAMP) $(AZURITE)
+	$(BIN)/python benchmarks/run_all.py $(BENCH)
+
 ## The Dagster UI and daemon (sensors, automation) on http://127.0.0.1:3000.
-## PROFILE=azurite also starts Azurite and an MLflow server, with Event Grid-style arrivals.
+## PROFILE=azurite also starts Azurite, an MLflow server and the queue listener (MLOPS_ARRIVALS picks).
 PROFILE ?= local
 dev: $(STAMP) $(AZURITE)
 	$(BIN)/mlops dev --profile $(PROFILE)

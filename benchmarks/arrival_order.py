@@ -13,17 +13,15 @@ month, and the same champion.
 
     python benchmarks/arrival_order.py [--months 8] [--repeats 3] [--interval 6]
 
-Prints, as its last line, a JSON object with min/median/max of both sides, the run
-counts, ratio = median shuffled / median in-order wall time (target <= 1.3) and
-`equal` (required).
+Prints, as its last line, the result (benchmarks/report.py): min, median and max of both
+sides, the run counts, ratio = median shuffled / median in-order wall time (target <= 1.3)
+and `equal` (required).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import os
 import statistics
 import sys
 import tempfile
@@ -33,16 +31,13 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/ beside the package
 
+from report import machine, report, spread  # noqa: E402
+
 from examples.public_data import SPECS, landing_files  # noqa: E402
 from mlops_assets.datasets.spec import load_spec  # noqa: E402
 from mlops_dev.replay import arrivals_by_partition, late_and_twice, replay  # noqa: E402
 
 FIRST = dt.date(2013, 1, 1)
-
-
-def machine() -> dict:
-    load1, _, _ = os.getloadavg()
-    return {"cores": os.cpu_count(), "load_before": round(load1, 2)}
 
 
 def main() -> None:
@@ -97,33 +92,24 @@ def main() -> None:
                 and not any(result.failed_runs or result.empty_runs for results in sides.values() for result in results)
             )
 
-    def figures(results: list) -> dict:
-        seconds = [result.seconds for result in results]
-        return {
-            "min_s": round(min(seconds), 1),
-            "median_s": round(statistics.median(seconds), 1),
-            "max_s": round(max(seconds), 1),
-            "runs": [result.runs for result in results],
-        }
-
-    in_order_figures, shuffled_figures = figures(sides["in_order"]), figures(sides["shuffled"])
-    print(
-        json.dumps(
-            {
-                "benchmark": "arrival_order",
-                "months": args.months,
-                "late": len(late),
-                "sent_twice": 1,
-                "interval_s": args.interval,
-                "repeats": args.repeats,
-                "in_order": in_order_figures,
-                "shuffled": shuffled_figures,
-                "ratio": round(shuffled_figures["median_s"] / in_order_figures["median_s"], 3),
-                "equal": equal,
-                "machine": before,
-                "target": "ratio <= 1.3 and equal",
-            }
-        )
+    in_order = spread([result.seconds for result in sides["in_order"]], 1)
+    shuffled_figures = spread([result.seconds for result in sides["shuffled"]], 1)
+    ratio = shuffled_figures["median"] / in_order["median"]
+    report(
+        "arrival_order",
+        project=shuffled_figures,
+        baseline=in_order,
+        unit="s",
+        ratio=ratio,
+        target="shuffled median / in-order median <= 1.3, and both end equal",
+        met=ratio <= 1.3 and equal,
+        machine=before,
+        months=args.months,
+        late=len(late),
+        sent_twice=1,
+        interval_s=args.interval,
+        runs={name: [result.runs for result in results] for name, results in sides.items()},
+        equal=equal,
     )
 
 

@@ -12,17 +12,16 @@ Dagster's own overhead. Both must build the same gold table. For reference, the 
 functions are also called once over the whole range without Dagster (`range_plain_s`),
 which separates the range work from Dagster's bookkeeping of 90 partitions.
 
-    python benchmarks/backfill_90d.py [--days 90] [--meters 50] [--repeats 2]
+    python benchmarks/backfill_90d.py [--days 90] [--meters 50] [--repeats 3]
 
-Progress goes to stderr. Prints, as its last line, a JSON object with the best time of
-each side and ratio = project seconds / baseline seconds (target <= 1.5).
+Progress goes to stderr. Prints, as its last line, the result (benchmarks/report.py): min,
+median and max of both sides and ratio = project median / baseline median (target <= 1.5).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import shutil
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+from report import machine, report, spread
 
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import DatasetSpec, load_bundled_specs
@@ -131,8 +131,9 @@ def main() -> None:
     parser.add_argument("--meters", type=int, default=50)
     parser.add_argument("--meters-per-file", type=int, default=25)
     parser.add_argument("--bad-files", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    before = machine()
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     (spec,) = [spec for spec in load_bundled_specs() if spec.name == "smart_meter"]
     days = [spec.start_date + dt.timedelta(days=offset) for offset in range(args.days)]
@@ -146,7 +147,7 @@ def main() -> None:
         root = Path(folder)
         source = local_resources(root / "source")
         started = time.perf_counter()
-        report = simulate(
+        simulated = simulate(
             source["landing"],
             spec,
             days[0],
@@ -156,7 +157,7 @@ def main() -> None:
             bad_files=args.bad_files,
         )
         progress(
-            f"simulated {len(report.files)} files, {report.records:,} records over {args.days} days "
+            f"simulated {len(simulated.files)} files, {simulated.records:,} records over {args.days} days "
             f"in {time.perf_counter() - started:.1f} s"
         )
         checked: dict[str, Any] = {}
@@ -179,26 +180,24 @@ def main() -> None:
             progress(f"repeat {repeat + 1} range without Dagster: {plain_seconds[-1]:.2f} s")
         pd.testing.assert_frame_equal(checked["project"]["gold"], checked["baseline"]["gold"])
 
-    project, baseline = min(project_seconds), min(baseline_seconds)
-    print(
-        json.dumps(
-            {
-                "benchmark": "backfill_90d",
-                "days": args.days,
-                "meters": args.meters,
-                "landing_files": len(report.files),
-                "gold_rows": len(checked["project"]["gold"]),
-                "project_s": round(project, 2),
-                "baseline_s": round(baseline, 2),
-                "range_plain_s": round(min(plain_seconds), 2),
-                "project_runs": [round(seconds, 2) for seconds in project_seconds],
-                "baseline_runs": [round(seconds, 2) for seconds in baseline_seconds],
-                "project_commits": checked["project"]["commits"],
-                "baseline_commits": checked["baseline"]["commits"],
-                "ratio": round(project / baseline, 3),
-                "target": "ratio <= 1.5",
-            }
-        )
+    project, baseline = spread(project_seconds, 2), spread(baseline_seconds, 2)
+    ratio = project["median"] / baseline["median"]
+    report(
+        "backfill_90d",
+        project=project,
+        baseline=baseline,
+        unit="s",
+        ratio=ratio,
+        target="project median / baseline median <= 1.5",
+        met=ratio <= 1.5,
+        machine=before,
+        days=args.days,
+        meters=args.meters,
+        landing_files=len(simulated.files),
+        gold_rows=len(checked["project"]["gold"]),
+        range_plain=spread(plain_seconds, 2),
+        project_commits=checked["project"]["commits"],
+        baseline_commits=checked["baseline"]["commits"],
     )
 
 

@@ -9,18 +9,17 @@ hashed, the block list committed with the sha256 as metadata, listing the saved 
 the SDK's parallel download, checking the sha256, unpickling. The raw side
 uploads and downloads the same bytes with the SDK's defaults.
 
-    python benchmarks/blob_io.py [--megabytes 256] [--repeats 3]
+    python benchmarks/blob_io.py [--megabytes 256] [--repeats 5]
 
-Prints, as its last line, a JSON object with the medians and
-ratio = raw seconds / project seconds, the project's share of raw throughput (target >= 0.9).
+Prints, as its last line, the result (benchmarks/report.py): min, median and max of both
+sides and ratio = raw median / project median, the project's share of raw throughput
+(target >= 0.95).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import dagster as dg
 from azure.storage.blob import BlobServiceClient
 from dagster_azure.blob import AzureBlobStorageKeyCredential, AzureBlobStorageResource
+from report import machine, report, spread
 
 from mlops_assets.resources.storage import BLOB_CONCURRENCY, StorageAccount, StorageLocation
 from mlops_assets.resources.training_states import TrainingStateStore
@@ -39,8 +39,9 @@ RAW_CONCURRENCY = 8
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--megabytes", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    before = machine()
     payload = os.urandom(args.megabytes * 1024 * 1024)
     project_seconds, raw_seconds = [], []
     with tempfile.TemporaryDirectory() as folder, run_azurite(Path(folder) / "azurite") as endpoints:
@@ -72,23 +73,22 @@ def main() -> None:
             if echoed != payload:
                 raise RuntimeError("raw download returned other bytes than were uploaded")
             print(f"repeat {repeat + 1}: project {project_seconds[-1]:.2f} s, raw {raw_seconds[-1]:.2f} s", flush=True)
-    project, raw_median = statistics.median(project_seconds), statistics.median(raw_seconds)
+    project, raw = spread(project_seconds), spread(raw_seconds)
+    ratio = raw["median"] / project["median"]
     moved = 2 * args.megabytes
-    print(
-        json.dumps(
-            {
-                "benchmark": "blob_io",
-                "megabytes": args.megabytes,
-                "project_s": round(project, 2),
-                "raw_s": round(raw_median, 2),
-                "project_mb_per_s": round(moved / project, 1),
-                "raw_mb_per_s": round(moved / raw_median, 1),
-                "project_concurrency": BLOB_CONCURRENCY,
-                "raw_concurrency": RAW_CONCURRENCY,
-                "ratio": round(raw_median / project, 3),
-                "target": "ratio >= 0.9",
-            }
-        )
+    report(
+        "blob_io",
+        project=project,
+        baseline=raw,
+        unit="s",
+        ratio=ratio,
+        target="raw median / project median >= 0.95",
+        met=ratio >= 0.95,
+        machine=before,
+        megabytes=args.megabytes,
+        project_mb_per_s=round(moved / project["median"], 1),
+        raw_mb_per_s=round(moved / raw["median"], 1),
+        concurrency={"project": BLOB_CONCURRENCY, "raw": RAW_CONCURRENCY},
     )
 
 

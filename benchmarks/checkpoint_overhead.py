@@ -7,10 +7,11 @@ alternating; the saving side pickles the model, hashes it and uploads it to a re
 (started on free ports, data in a temporary folder) every ``--every`` epochs, and its time
 ends only when every state is written. Both must end with the same model.
 
-    python benchmarks/checkpoint_overhead.py [--meters 200] [--epochs 60] [--every 5] [--repeats 3]
+    python benchmarks/checkpoint_overhead.py [--meters 200] [--epochs 60] [--every 5] [--repeats 5]
 
-Prints, as its last line, a JSON object with the medians and
-ratio = seconds with saved states / seconds without (target <= 1.10).
+Prints, as its last line, the result (benchmarks/report.py): min, median and max of both
+sides, ratio = median with saved states / median without (target <= 1.10), the size of one
+state and what one costs the training in ms.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
-import json
-import statistics
+import pickle
 import sys
 import tempfile
 import time
@@ -29,6 +29,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 from dagster_azure.blob import AzureBlobStorageKeyCredential, AzureBlobStorageResource
+from report import machine, report, spread
 
 from mlops_assets.datasets.spec import load_bundled_specs
 from mlops_assets.defs.lakehouse.features import feature_columns
@@ -56,8 +57,9 @@ def main() -> None:
     parser.add_argument("--meters", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--every", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    before = machine()
     (spec,) = [spec for spec in load_bundled_specs() if spec.name == "smart_meter"]
     settings = spec.checkpoint
     columns = feature_columns(spec)
@@ -100,20 +102,24 @@ def main() -> None:
                 f"with {written} saved states {with_seconds[-1]:.2f} s",
                 file=sys.stderr,
             )
-    with_median, without_median = statistics.median(with_seconds), statistics.median(without_seconds)
-    print(
-        json.dumps(
-            {
-                "benchmark": "checkpoint_overhead",
-                "rows": len(rows),
-                "epochs": args.epochs,
-                "every": args.every,
-                "saved_states": written,
-                "with_saved_states_s": round(with_median, 3),
-                "without_s": round(without_median, 3),
-                "ratio": round(with_median / without_median, 3),
-            }
-        )
+    saving, plain_side = spread(with_seconds), spread(without_seconds)
+    ratio = saving["median"] / plain_side["median"]
+    state_bytes = len(pickle.dumps(fresh, protocol=pickle.HIGHEST_PROTOCOL))
+    report(
+        "checkpoint_overhead",
+        project=saving,
+        baseline=plain_side,
+        unit="s",
+        ratio=ratio,
+        target="median with saved states / median without <= 1.10",
+        met=ratio <= 1.10,
+        machine=before,
+        rows=len(rows),
+        epochs=args.epochs,
+        every=args.every,
+        saved_states=written,
+        state_mb=round(state_bytes / 1e6, 3),
+        ms_per_state=round(1000 * (saving["median"] - plain_side["median"]) / max(written, 1), 1),
     )
 
 

@@ -8,7 +8,7 @@ publishes the messages, then evaluates ``landing_event_sensor`` tick after tick 
 cursor until the queue is empty. Runs alternate between ``EventQueue.concurrency`` = 1
 (the sensor before concurrent requests) and the project's default.
 
-    python benchmarks/queue_storm.py [--events 2000] [--repeats 2]
+    python benchmarks/queue_storm.py [--events 1000] [--repeats 3]
 
 Azurite scans every message of a queue on each delete and receive (its Loki store clears
 expired messages first, with no usable index), so its per-message cost grows with the
@@ -16,8 +16,8 @@ queue's length: at 10,000 messages a delete takes about 100 ms, at 1,000 about 1
 larger the storm, the more of the drain is Azurite's own scanning, which no client can
 hide.
 
-Prints, as its last line, a JSON object with the medians and
-ratio = concurrent events/s / sequential events/s.
+Prints, as its last line, the result (benchmarks/report.py): min, median and max of the
+events drained a second on both sides and ratio = concurrent median / sequential median.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import json
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -36,6 +35,8 @@ import dagster as dg
 from azure.storage.queue import QueueClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from report import machine, report, spread  # noqa: E402
+
 from mlops_assets.datasets.spec import load_bundled_specs  # noqa: E402
 from mlops_assets.definitions import build_definitions  # noqa: E402
 from mlops_assets.defs.landing.queue import EVENT_SENSOR_NAME, QueueCursor  # noqa: E402
@@ -100,32 +101,34 @@ def drain(events: int, concurrency: int, seed: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=2_000)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--events", type=int, default=1_000)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=EventQueue.model_fields["concurrency"].default)
     args = parser.parse_args()
+    before = machine()
     runs: dict[int, list[dict[str, float]]] = {1: [], args.concurrency: []}
     for repeat in range(args.repeats):
         for concurrency in runs:
             figures = drain(args.events, concurrency, seed=repeat)
             runs[concurrency].append(figures)
             print(f"concurrency {concurrency}: {json.dumps(figures)}", flush=True)
-    medians = {
-        concurrency: {key: statistics.median(run[key] for run in figures) for key in figures[0]}
-        for concurrency, figures in runs.items()
-    }
-    sequential, concurrent = medians[1], medians[args.concurrency]
-    print(
-        json.dumps(
-            {
-                "benchmark": "queue_storm",
-                "events": args.events,
-                "concurrency": args.concurrency,
-                "sequential": sequential,
-                "concurrent": concurrent,
-                "ratio": round(concurrent["events_per_s"] / sequential["events_per_s"], 3),
-            }
-        )
+    concurrent = spread([run["events_per_s"] for run in runs[args.concurrency]], 1)
+    sequential = spread([run["events_per_s"] for run in runs[1]], 1)
+    ratio = concurrent["median"] / sequential["median"]
+    report(
+        "queue_storm",
+        project=concurrent,
+        baseline=sequential,
+        unit="events/s",
+        ratio=ratio,
+        target="concurrent median / sequential median >= 1",
+        met=ratio >= 1,
+        machine=before,
+        events=args.events,
+        concurrency=args.concurrency,
+        slowest_tick_s={
+            str(concurrency): max(run["slowest_tick_s"] for run in figures) for concurrency, figures in runs.items()
+        },
     )
 
 

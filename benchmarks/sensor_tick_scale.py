@@ -10,16 +10,14 @@ blob under the dataset prefix and diffs the names against the set it saw last ti
     python benchmarks/sensor_tick_scale.py [--repeats 3]
     python benchmarks/sensor_tick_scale.py --data-dir /tmp/c20k --days 100 --per-day 200  # a smaller corpus
 
-Prints, as its last line, a JSON object with the medians and
-ratio = project tick seconds / naive tick seconds (target <= 0.05).
+Prints, as its last line, the result (benchmarks/report.py): min, median and max of both
+sides and ratio = project median / naive median (target <= 0.05).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import statistics
 import sys
 import time
 import uuid
@@ -30,6 +28,7 @@ from azure.storage.blob import ContainerClient
 from dagster_azure.blob import AzureBlobStorageKeyCredential, AzureBlobStorageResource
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine, report, spread  # noqa: E402
 from sensor_corpus import CONTAINER, CREDENTIAL, DAYS, DEFAULT_DIR, PER_DAY, PREFIX, azurite, ensure_corpus  # noqa: E402
 
 from mlops_assets.datasets.spec import load_bundled_specs  # noqa: E402
@@ -48,11 +47,12 @@ def naive_tick(container: ContainerClient, seen: set[str]) -> set[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DIR, help="the corpus's Azurite data folder")
     parser.add_argument("--days", type=int, default=DAYS, help="days of blobs in the corpus")
     parser.add_argument("--per-day", type=int, default=PER_DAY, help="blobs a day in the corpus")
     args = parser.parse_args()
+    before = machine()
     corpus = ensure_corpus(args.data_dir, days=args.days, per_day=args.per_day)
     (spec,) = load_bundled_specs()
     today = dt.datetime.now(dt.UTC).date()
@@ -97,19 +97,19 @@ def main() -> None:
                 finally:
                     for name in names:
                         container.delete_blob(name)
-    project, naive = statistics.median(project_seconds), statistics.median(naive_seconds)
-    print(
-        json.dumps(
-            {
-                "benchmark": "sensor_tick_scale",
-                "existing_blobs": corpus["blob_count"],
-                "new_blobs": NEW_BLOBS,
-                "project_tick_s": round(project, 3),
-                "naive_tick_s": round(naive, 3),
-                "ratio": round(project / naive, 4),
-                "target": "ratio <= 0.05",
-            }
-        )
+    project, naive = spread(project_seconds), spread(naive_seconds)
+    ratio = project["median"] / naive["median"]
+    report(
+        "sensor_tick_scale",
+        project=project,
+        baseline=naive,
+        unit="s",
+        ratio=ratio,
+        target="project median / naive median <= 0.05 (at 100,000 blobs)",
+        met=ratio <= 0.05,
+        machine=before,
+        existing_blobs=corpus["blob_count"],
+        new_blobs=NEW_BLOBS,
     )
 
 

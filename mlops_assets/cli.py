@@ -6,10 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import click
 import dagster as dg
@@ -22,7 +25,9 @@ from mlops_assets.datasets.spec import (
     load_specs,
     spec_files,
 )
+from mlops_assets.definitions import location_specs
 from mlops_assets.history import landed_range, load_history
+from mlops_assets.listener import QueueListener, Webserver
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
 from mlops_assets.resources.model_registry import CHAMPION, PREVIOUS, AliasMove, Registry, RegistryError
 from mlops_assets.resources.profiles import build_profile, build_resources, extra_spec_locations, mlops_home
@@ -121,7 +126,7 @@ def main() -> None:
 def simulate_command(dataset: str, spec_file: str | None, start, **options) -> None:
     """Write realistic landing files for a range of days.
 
-    With queue arrivals (MLOPS_ARRIVALS=queue) it also puts on the landing queue the
+    With queue arrivals (MLOPS_ARRIVALS=queue or listen) it also puts on the landing queue the
     BlobCreated event Azure Event Grid would deliver for each file.
     """
     spec = _spec(dataset, spec_file)
@@ -150,7 +155,7 @@ def _announce(spec: DatasetSpec, ready, paths: list[str], command: str) -> None:
 def _landing_resources():
     """The active profile's landing zone (and, with queue arrivals, its event queue), ready to use."""
     profile = build_profile()
-    names = ["landing", *(["event_queue"] if profile.arrivals == "queue" else [])]
+    names = ["landing", *(["event_queue"] if profile.arrivals in ("queue", "listen") else [])]
     # Resources used outside a run: build_resources resolves their EnvVar settings.
     return dg.build_resources({name: profile.resources[name] for name in names})
 
@@ -378,22 +383,36 @@ def history_load_command(dataset: str, spec_file: str | None, start, end, models
     click.echo(f"history: {spec.name} {load.first}..{load.last} loaded ({load.model_partitions} model partition(s))")
 
 
-def supervise(command: list[str], env: dict[str, str]) -> int:
-    """Run ``command`` as a child until it ends, passing SIGTERM and SIGHUP on to it, so it
-    never outlives the services this process started for it (Ctrl-C reaches the whole
-    process group by itself). Returns the child's exit code."""
-    child = subprocess.Popen(command, env=env)
+def supervise(commands: list[list[str]], env: dict[str, str]) -> int:
+    """Run ``commands`` as children until the first of them ends, then stop the others; SIGTERM
+    and SIGHUP are passed on to every child, so none outlives the services this process
+    started for them (Ctrl-C reaches the whole process group by itself). Returns the exit
+    code of the child that ended first."""
+    children: list[subprocess.Popen[bytes]] = []
 
     def forward(signum: int, _frame: object) -> None:
-        child.send_signal(signum)
+        for child in children:
+            child.send_signal(signum)
 
     previous = {number: signal.signal(number, forward) for number in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        while True:
+        children.extend(subprocess.Popen(command, env=env) for command in commands)
+        while (ended := next((child for child in children if child.poll() is not None), None)) is None:
             try:
-                return child.wait()
+                time.sleep(0.2)
             except KeyboardInterrupt:
                 continue
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            while True:
+                try:
+                    child.wait()
+                    break
+                except KeyboardInterrupt:
+                    continue
+        return ended.returncode
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
@@ -407,13 +426,40 @@ def dev_command_line(port: int, host: str = LOOPBACK) -> list[str]:
     return [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "--host", host, "-p", str(port)]
 
 
+def listen_command_line(port: int) -> list[str]:
+    """The ``mlops listen`` command ``mlops dev`` runs beside the UI on ``port``."""
+    return [sys.executable, "-c", "from mlops_assets.console import run; run()", "listen", "--port", str(port)]
+
+
+@main.command("listen")
+@click.option("--host", default=LOOPBACK, show_default=True, help="Host of the Dagster webserver to launch runs on.")
+@click.option("--port", type=int, default=3000, show_default=True, help="Port of the Dagster webserver.")
+def listen_command(host: str, port: int) -> None:
+    """Take landing events from the queue as they arrive and launch a bronze run for each new
+    file version through the Dagster webserver (MLOPS_ARRIVALS=listen). Runs until stopped."""
+    profile = build_profile()
+    if profile.arrivals != "listen":
+        raise click.UsageError(f"MLOPS_ARRIVALS is {profile.arrivals!r}: the listener serves MLOPS_ARRIVALS=listen")
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda _signum, _frame: stop.set())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    resources = {name: profile.resources[name] for name in ("landing", "event_queue")}
+    if not os.environ.get("DAGSTER_HOME"):
+        raise click.UsageError("DAGSTER_HOME is not set: the listener needs the instance the webserver uses")
+    with dg.build_resources(resources) as ready, dg.DagsterInstance.get() as instance:
+        listener = QueueListener(location_specs(), ready.landing, ready.event_queue, instance, Webserver(host, port))
+        click.echo(f"Listening on {ready.event_queue.queue}; runs go to the webserver at {host}:{port}.")
+        listener.serve(stop)
+
+
 @main.command("dev")
 @click.option("--profile", type=click.Choice(["local", "azurite"]), default="local", show_default=True)
 @click.option(
     "--arrivals",
-    type=click.Choice(["poll", "queue"]),
     envvar="MLOPS_ARRIVALS",
-    help="How arrivals are noticed: the flag, else MLOPS_ARRIVALS, else queue on azurite (local polls only).",
+    type=click.Choice(["poll", "queue", "listen"]),
+    help="How arrivals are noticed: the flag, else MLOPS_ARRIVALS, else listen on azurite (local polls only).",
 )
 @click.option("--port", type=int, default=3000, show_default=True, help="Port of the Dagster UI.")
 @click.option(
@@ -433,11 +479,11 @@ def dev_command(profile: str, arrivals: str | None, port: int, host: str) -> Non
     MLflow server always stay on loopback."""
     command = dev_command_line(port, host)
     if profile == "local":
-        if arrivals == "queue":
+        if arrivals not in (None, "poll"):
             raise click.UsageError(
-                "the local profile notices arrivals by polling only: use --profile azurite for queue"
+                f"the local profile notices arrivals by polling only: use --profile azurite for {arrivals}"
             )
-        supervise(command, env={**os.environ, "MLOPS_PROFILE": "local"})
+        supervise([command], env={**os.environ, "MLOPS_PROFILE": "local"})
         return
     home = mlops_home()
     with run_azurite(home / "azurite") as azurite, run_mlflow_server(home / "mlflow-server", azurite) as tracking:
@@ -445,7 +491,7 @@ def dev_command(profile: str, arrivals: str | None, port: int, host: str) -> Non
             **os.environ,
             **azurite.environment(),
             "MLOPS_PROFILE": "azurite",
-            "MLOPS_ARRIVALS": arrivals or "queue",
+            "MLOPS_ARRIVALS": arrivals or "listen",
             "MLFLOW_TRACKING_URI": tracking,
         }
         click.echo(f"Azurite blob {azurite.blob_url}, queue {azurite.queue_url}; MLflow {tracking}")
@@ -453,4 +499,5 @@ def dev_command(profile: str, arrivals: str | None, port: int, host: str) -> Non
         for name in ("MLOPS_PROFILE", "MLOPS_ARRIVALS", "MLFLOW_TRACKING_URI", *azurite.environment()):
             click.echo(f"  export {name}='{environment[name]}'")
         click.echo("  .venv/bin/mlops simulate --start $(date -u +%F) --days 1")
-        supervise(command, env=environment)
+        listener = [listen_command_line(port)] if environment["MLOPS_ARRIVALS"] == "listen" else []
+        supervise([command, *listener], env=environment)

@@ -62,14 +62,26 @@ def build_definitions(
     )
 
 
-@dg.definitions
-def defs() -> dg.Definitions:
-    """The code location: the Dataset components of ``defs/``, the datasets ``MLOPS_SPECS``
-    names, and the active profile's resources."""
+def _datasets() -> tuple[dg.ComponentTree, list[Dataset], list[DatasetSpec]]:
     tree = dg.ComponentTree.for_project(Path(__file__).parent)
     declared = tree.get_all_components(of_type=Dataset)
     extra = [load_spec(path) for path in spec_files(extra_spec_locations())]
     check_unique_names([*declared, *extra])
+    return tree, declared, extra
+
+
+def location_specs() -> list[DatasetSpec]:
+    """Every dataset of the code location: the Dataset components of ``defs/`` and the
+    datasets ``MLOPS_SPECS`` names (for processes beside it, such as the queue listener)."""
+    _, declared, extra = _datasets()
+    return [*declared, *extra]
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location: the Dataset components of ``defs/``, the datasets ``MLOPS_SPECS``
+    names, and the active profile's resources."""
+    tree, declared, extra = _datasets()
     profile = build_profile()
     nightly = nightly_jobs_running()
     return dg.Definitions.merge(

@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import pickle
+import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -31,13 +33,22 @@ from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.definitions import build_definitions
 from mlops_assets.defs.landing.event_grid import blob_created_event
 from mlops_assets.defs.landing.queue import EVENT_SENSOR_NAME
+from mlops_assets.listener import QueueListener, Webserver
 from mlops_assets.resources.event_queue import EventQueue
 from mlops_assets.resources.profiles import blob_resources, local_resources
 from mlops_assets.resources.records import latest_record
 from mlops_assets.resources.storage import StorageAccount, StorageLocation
 from mlops_assets.resources.training_states import TrainingStateStore
 from mlops_assets_tests.conftest import TODAY, materialize_day, run_lifecycle
-from mlops_dev.services import AZURITE_ACCOUNT, AZURITE_KEY, AzuriteEndpoints, run_azurite, run_mlflow_server
+from mlops_dev.services import (
+    AZURITE_ACCOUNT,
+    AZURITE_KEY,
+    REPOSITORY,
+    AzuriteEndpoints,
+    free_port,
+    run_azurite,
+    run_mlflow_server,
+)
 from mlops_dev.simulate import simulate
 
 YESTERDAY = TODAY - dt.timedelta(days=1)
@@ -434,3 +445,84 @@ def test_a_large_object_round_trips_through_blocks_and_ranges(azurite) -> None:
         "models", "models/large/2026-01-02.bin"
     )
     assert len(blob.get_block_list("committed")[0]) == 3
+
+
+LISTENER_INSTANCE_YAML = """
+run_coordinator:
+  module: dagster
+  class: QueuedRunCoordinator
+telemetry:
+  enabled: false
+"""
+
+
+@pytest.fixture
+def webserver(tmp_path, azurite, mlflow_tracking) -> Iterator[tuple[Webserver, Path]]:
+    """A real Dagster webserver for the code location on the azurite profile with listener
+    arrivals, and the folder of its instance (no daemon: launched runs stay queued)."""
+    home = tmp_path / "dagster"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(LISTENER_INSTANCE_YAML)
+    port = free_port()
+    environment = {
+        **os.environ,
+        **azurite.environment(),
+        "DAGSTER_HOME": str(home),
+        "MLOPS_PROFILE": "azurite",
+        "MLOPS_ARRIVALS": "listen",
+        "MLFLOW_TRACKING_URI": mlflow_tracking.tracking_uri,
+    }
+    command = [str(Path(sys.executable).with_name("dagster-webserver")), "-w", "workspace.yaml"]
+    command += ["-h", "127.0.0.1", "-p", str(port)]
+    log = tmp_path / "webserver.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, cwd=REPOSITORY, env=environment, stdout=output, stderr=subprocess.STDOUT)
+    server = Webserver(port=port)
+    try:
+        deadline = time.monotonic() + 120
+        while not server.answers():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        yield server, home
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def test_the_listener_launches_one_run_per_new_file_version_once(tmp_path, azurite, blob_profile, spec, webserver):
+    """Events delivered twice, a garbage message, and the same events again after their runs
+    exist: one queued bronze run per file version for today's partition, launched through the
+    webserver, the garbage in the poison queue, the landing queue empty."""
+    server, home = webserver
+    report, etags = upload_simulated(tmp_path, azurite, spec, TODAY, 1, meters=4, meters_per_file=2)
+    assert len(etags) == 2
+    for path, etag in etags.items():
+        publish(azurite, path, etag, 100, times=2)
+    queue = QueueClient.from_connection_string(azurite.connection_string, "landing-events")
+    queue.send_message("not an event")
+    keys = DatasetKeys(spec)
+    names = ("landing", "event_queue")
+    with (
+        dg.build_resources({name: blob_profile[name] for name in names}) as ready,
+        dg.DagsterInstance.from_config(str(home)) as instance,
+    ):
+        listener = QueueListener([spec], ready.landing, ready.event_queue, instance, server)
+        launched = listener.step()
+        runs = [instance.get_run_by_id(run_id) for run_id in launched]
+        assert len(runs) == 2 and all(run is not None for run in runs)
+        assert {run.status for run in runs} == {dg.DagsterRunStatus.QUEUED}
+        assert {run.tags["dagster/partition"] for run in runs} == {TODAY.isoformat()}
+        assert all(run.asset_selection == {keys.bronze} for run in runs)
+        assert len({run.tags["dagster/run_key"] for run in runs}) == 2
+
+        for path, etag in etags.items():
+            publish(azurite, path, etag, 100)
+        assert listener.step() == []
+        assert len(instance.get_run_records()) == 2
+
+        observed = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=keys.landing), limit=10).records
+        assert {record.partition_key for record in observed} == {TODAY.isoformat()}
+    assert queue.get_queue_properties().approximate_message_count == 0
+    poison = QueueClient.from_connection_string(azurite.connection_string, "landing-events-poison")
+    (poisoned,) = poison.peek_messages(max_messages=5)
+    assert json.loads(poisoned.content)["content"] == "not an event"

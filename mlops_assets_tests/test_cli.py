@@ -3,27 +3,35 @@ refusals for bad arguments."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import requests
 import yaml
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient
 from click.testing import CliRunner
 
-from mlops_assets.cli import main
+from mlops_assets.cli import main, supervise
 from mlops_assets.datasets.keys import DatasetKeys
 from mlops_assets.datasets.spec import load_spec, spec_document
 from mlops_assets.definitions import build_definitions
+from mlops_assets.defs.landing.event_grid import blob_created_event
 from mlops_assets.defs.landing.queue import EVENT_SENSOR_NAME
+from mlops_assets.listener import LISTENER_TAG
 from mlops_assets.resources.profiles import local_resources
 from mlops_assets_tests.conftest import materialize_day
-from mlops_dev.services import REPOSITORY, free_port
+from mlops_dev.services import AZURITE_ACCOUNT, REPOSITORY, free_port
 from mlops_dev.simulate import simulate
 
 
@@ -82,7 +90,7 @@ SUPERVISOR = """
 import os, sys
 from mlops_assets.cli import supervise
 child = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"
-sys.exit(supervise([sys.executable, "-c", child, sys.argv[1]], env=dict(os.environ)))
+sys.exit(supervise([[sys.executable, "-c", child, sys.argv[1]]], env=dict(os.environ)))
 """
 
 
@@ -123,17 +131,20 @@ def running_sensors(port: int) -> set[str] | None:
     } or None
 
 
-def test_mlops_arrivals_picks_polling_for_mlops_dev_on_azurite(tmp_path: Path) -> None:
-    """``MLOPS_ARRIVALS=poll make dev PROFILE=azurite``, as the README documents it: the UI that
-    ``mlops dev`` starts (with its own Azurite and MLflow server) runs the polling sensor, not
-    the queue sensor that is the azurite profile's default."""
+@contextmanager
+def mlops_dev_on_azurite(tmp_path: Path, variables: dict[str, str]) -> Iterator[tuple[set[str], dict[str, str]]]:
+    """``mlops dev --profile azurite`` started for real (its own Azurite, MLflow server and, with
+    listener arrivals, queue listener) with ``variables`` set; yields the sensors its UI shows
+    running once it answers, and the variables it printed for other shells."""
     port = free_port()
     environment = {
         **os.environ,
         "DAGSTER_HOME": str(tmp_path / "dagster"),
         "MLOPS_HOME": str(tmp_path / "mlops"),
-        "MLOPS_ARRIVALS": "poll",
+        **variables,
     }
+    if "MLOPS_ARRIVALS" not in variables:
+        environment.pop("MLOPS_ARRIVALS", None)
     (tmp_path / "dagster").mkdir()
     command = [sys.executable, "-c", "from mlops_assets.console import run; run()"]
     command += ["dev", "--profile", "azurite", "--port", str(port)]
@@ -146,11 +157,42 @@ def test_mlops_arrivals_picks_polling_for_mlops_dev_on_azurite(tmp_path: Path) -
             assert dev.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(1)
+        exported = dict(re.findall(r"^  export (\w+)='(.*)'$", log.read_text(), flags=re.M))
+        yield sensors, exported
     finally:
         dev.send_signal(signal.SIGTERM)
         dev.wait(timeout=60)
+
+
+def test_mlops_arrivals_picks_polling_for_mlops_dev_on_azurite(tmp_path: Path) -> None:
+    """``MLOPS_ARRIVALS=poll make dev PROFILE=azurite``, as the README documents it: the UI runs
+    the polling sensor, not the queue listener that is the azurite profile's default."""
+    with mlops_dev_on_azurite(tmp_path, {"MLOPS_ARRIVALS": "poll"}) as (sensors, exported):
+        assert exported["MLOPS_ARRIVALS"] == "poll"
     assert "smart_meter_landing_sensor" in sensors and EVENT_SENSOR_NAME not in sensors, sensors
-    assert "export MLOPS_ARRIVALS='poll'" in log.read_text()
+
+
+def test_mlops_dev_on_azurite_listens_for_events_by_default(tmp_path: Path) -> None:
+    """``make dev PROFILE=azurite``: neither arrival sensor runs; the queue listener it starts
+    turns an uploaded file's BlobCreated event into a bronze run for the file's day."""
+    with mlops_dev_on_azurite(tmp_path, {}) as (sensors, exported):
+        assert exported["MLOPS_ARRIVALS"] == "listen"
+        assert "smart_meter_landing_sensor" not in sensors and EVENT_SENSOR_NAME not in sensors, sensors
+        today = dt.datetime.now(dt.UTC).date()
+        path = f"smart_meter/{today:%Y/%m/%d}/listened.csv"
+        service = BlobServiceClient.from_connection_string(exported["AZURE_STORAGE_CONNECTION_STRING"])
+        blob = service.get_container_client("landing").upload_blob(path, b"meter_id,timestamp,kwh,temperature\n")
+        etag = blob.get_blob_properties().etag.strip('"')
+        queue = QueueClient.from_connection_string(exported["AZURE_STORAGE_CONNECTION_STRING"], "landing-events")
+        queue.send_message(blob_created_event(AZURITE_ACCOUNT, "landing", path, etag, 36))
+        with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
+            deadline = time.monotonic() + 60
+            while not (runs := instance.get_runs(dg.RunsFilter(tags={LISTENER_TAG: "queue"}))):
+                assert time.monotonic() < deadline, (tmp_path / "dev.log").read_text()
+                time.sleep(0.5)
+    (run,) = runs
+    assert run.tags["dagster/partition"] == today.isoformat()
+    assert run.asset_selection == {dg.AssetKey(["bronze", "smart_meter"])}
 
 
 def test_queue_arrivals_on_the_local_profile_are_refused(tmp_path: Path, monkeypatch) -> None:
@@ -158,6 +200,23 @@ def test_queue_arrivals_on_the_local_profile_are_refused(tmp_path: Path, monkeyp
     monkeypatch.setenv("MLOPS_ARRIVALS", "queue")
     result = CliRunner().invoke(main, ["dev"])
     assert result.exit_code == 2 and "polling only" in result.output
+
+
+def test_when_one_supervised_child_ends_the_others_are_stopped(tmp_path: Path) -> None:
+    """`mlops dev` runs `dagster dev` and the queue listener side by side: when one of them
+    ends, the other must not run on alone, and the exit code is the one that ended first's."""
+    marker = tmp_path / "sleeper.pid"
+    written = f"{marker}.partial"
+    sleeper = (
+        f"import os, time; open({written!r}, 'w').write(str(os.getpid())); "
+        f"os.rename({written!r}, {str(marker)!r}); time.sleep(120)"
+    )
+    quitter = f"import os, sys, time\nwhile not os.path.exists({str(marker)!r}): time.sleep(0.05)\nsys.exit(3)"
+    started = time.monotonic()
+    code = supervise([[sys.executable, "-c", sleeper], [sys.executable, "-c", quitter]], env=dict(os.environ))
+    assert code == 3 and time.monotonic() - started < 60
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(marker.read_text()), 0)
 
 
 def test_check_prints_one_line_per_problem_and_fails(tmp_path: Path) -> None:

@@ -130,50 +130,55 @@ def run_arrivals(
         return []
     requests = sorted(result.run_requests, key=lambda request: request.partition_key)
     progress(f"landing sensor: {len(requests)} {spec.grain.noun}(s) with new files")
-    ingest = defs.resolve_job_def(ingest_job_name(spec))
-    job = defs.resolve_job_def(lifecycle_job_name(spec))
-    retrain = defs.resolve_job_def(retrain_job_name(spec))
-    keys = DatasetKeys(spec)
     failed = []
     for index, request in enumerate(requests, start=1):
-        with stopwatch.phase("ingest"):
-            data = ingest.execute_in_process(
-                partition_key=request.partition_key,
-                instance=instance,
-                tags={**request.tags, "dagster/sensor_name": sensor.name},
-                run_config=QUIET_RUN_CONFIG,
-                raise_on_error=False,
-            )
-        if not data.success:
+        tags = {**request.tags, "dagster/sensor_name": sensor.name}
+        succeeded, outcome = run_partition(defs, spec, request.partition_key, instance, tags, stopwatch)
+        if not succeeded:
             failed.append(request.partition_key)
-            progress(f"[{index}/{len(requests)}] {request.partition_key}: {_failure(data)}")
-            continue
-        with stopwatch.phase("lifecycle"):
-            lifecycle = job.execute_in_process(
-                partition_key=request.partition_key,
-                instance=instance,
-                run_config=QUIET_RUN_CONFIG,
-                raise_on_error=False,
-            )
-        # The checkpoint model continues from the partition before, so its partitions run in order.
-        with stopwatch.phase("checkpoint"):
-            checkpoint = retrain.execute_in_process(
-                partition_key=request.partition_key,
-                instance=instance,
-                asset_selection=[keys.checkpoint, keys.decision(keys.checkpoint)],
-                run_config=QUIET_RUN_CONFIG,
-                raise_on_error=False,
-            )
-        statuses = [
-            _status(lifecycle, keys.decision(keys.forecaster)),
-            _status(checkpoint, keys.decision(keys.checkpoint)),
-        ]
-        if any(status.startswith("FAILED") for status in statuses):
-            failed.append(request.partition_key)
-        progress(
-            f"[{index}/{len(requests)}] {request.partition_key}: forecaster {statuses[0]}; checkpoint {statuses[1]}"
-        )
+        progress(f"[{index}/{len(requests)}] {request.partition_key}: {outcome}")
     return failed
+
+
+def run_partition(
+    defs: dg.Definitions,
+    spec: DatasetSpec,
+    partition: str,
+    instance: dg.DagsterInstance,
+    tags: Mapping[str, str] | None = None,
+    stopwatch: Stopwatch | None = None,
+) -> tuple[bool, str]:
+    """Run one partition's whole chain in this process: the ingest job, the lifecycle job, then
+    the checkpoint model and its decision. Returns whether it all succeeded and what the
+    registry decided (or why it failed)."""
+    stopwatch = stopwatch or Stopwatch()
+    keys = DatasetKeys(spec)
+    with stopwatch.phase("ingest"):
+        data = defs.resolve_job_def(ingest_job_name(spec)).execute_in_process(
+            partition_key=partition,
+            instance=instance,
+            tags=dict(tags or {}),
+            run_config=QUIET_RUN_CONFIG,
+            raise_on_error=False,
+        )
+    if not data.success:
+        return False, _failure(data)
+    with stopwatch.phase("lifecycle"):
+        lifecycle = defs.resolve_job_def(lifecycle_job_name(spec)).execute_in_process(
+            partition_key=partition, instance=instance, run_config=QUIET_RUN_CONFIG, raise_on_error=False
+        )
+    # The checkpoint model continues from the partition before, so its partitions run in order.
+    with stopwatch.phase("checkpoint"):
+        checkpoint = defs.resolve_job_def(retrain_job_name(spec)).execute_in_process(
+            partition_key=partition,
+            instance=instance,
+            asset_selection=[keys.checkpoint, keys.decision(keys.checkpoint)],
+            run_config=QUIET_RUN_CONFIG,
+            raise_on_error=False,
+        )
+    statuses = [_status(lifecycle, keys.decision(keys.forecaster)), _status(checkpoint, keys.decision(keys.checkpoint))]
+    succeeded = not any(status.startswith("FAILED") for status in statuses)
+    return succeeded, f"forecaster {statuses[0]}; checkpoint {statuses[1]}"
 
 
 def _status(run: dg.ExecuteInProcessResult, decision_key: dg.AssetKey) -> str:

@@ -173,8 +173,8 @@ def replay(
     }
     resources = local_resources(home)
     landing = resources["landing"]
-    with _instance(dagster_home) as instance, running_daemon(environment, dagster_home):
-        _wait_for_first_tick(instance, f"{spec.name}_landing_sensor", timeout=180)
+    with replay_instance(dagster_home) as instance, running_daemon(environment, dagster_home):
+        wait_for_first_tick(instance, f"{spec.name}_landing_sensor", timeout=180)
         started = time.time()
         for index, arrival in enumerate(arrivals, start=1):
             for path, data in arrival.files:
@@ -214,7 +214,7 @@ def replay(
 
 
 @contextmanager
-def _instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
+def replay_instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
     """The replay's instance, its SQLite storages created before the daemon and its code server
     start: three processes creating a fresh store at once break its schema migrations."""
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
@@ -228,7 +228,7 @@ def _utc(timestamp: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC)
 
 
-def _wait_for_first_tick(instance: dg.DagsterInstance, sensor: str, timeout: float) -> None:
+def wait_for_first_tick(instance: dg.DagsterInstance, sensor: str, timeout: float) -> None:
     """Wait until the daemon has evaluated ``sensor`` once: the code location is up."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

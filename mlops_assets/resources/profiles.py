@@ -13,8 +13,11 @@
 - ``azure`` is the same layout on an Azure Storage account, authenticated with
   ``DefaultAzureCredential`` (managed or workload identity); no key anywhere.
 
-``MLOPS_ARRIVALS`` picks how new landing files are noticed: ``poll`` (list the landing
-zone) or ``queue`` (Event Grid ``BlobCreated`` events on a Storage Queue; not in ``local``).
+``MLOPS_ARRIVALS`` picks how new landing files are noticed: ``poll`` (a sensor lists the
+landing zone), ``queue`` (a sensor drains Event Grid ``BlobCreated`` events from a Storage
+Queue) or ``listen`` (the same events, taken by the long-lived queue listener of
+``mlops listen`` within a second instead of at the next sensor tick). Not ``poll`` only on
+Blob.
 
 ``MLOPS_SPECS`` adds datasets to the bundled ones: spec files or folders of them,
 separated by ``:``. ``MLOPS_NIGHTLY=off`` leaves the nightly retraining schedules stopped
@@ -49,7 +52,7 @@ DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
 # receive files late are the queue sensor's to notice.
 POLL_DAYS_ON_BLOB = 2
 
-Arrivals = Literal["poll", "queue"]
+Arrivals = Literal["poll", "queue", "listen"]
 
 
 @dataclass(frozen=True)
@@ -117,8 +120,8 @@ def build_profile(name: str | None = None) -> Profile:
     """The profile ``name`` (default: ``MLOPS_PROFILE``, else ``local``)."""
     name = name or os.environ.get("MLOPS_PROFILE", "local")
     arrivals = os.environ.get("MLOPS_ARRIVALS", "poll")
-    if arrivals not in ("poll", "queue"):
-        raise ValueError(f"MLOPS_ARRIVALS={arrivals!r}: choose poll or queue")
+    if arrivals not in ("poll", "queue", "listen"):
+        raise ValueError(f"MLOPS_ARRIVALS={arrivals!r}: choose poll, queue or listen")
     if name == "local":
         if arrivals != "poll":
             raise ValueError("the local profile notices arrivals by polling only (MLOPS_ARRIVALS=poll)")
