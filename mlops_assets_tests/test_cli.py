@@ -68,7 +68,8 @@ def test_demo_runs_end_to_end_and_summarizes(tmp_path: Path, monkeypatch) -> Non
     phases, total = timing.removeprefix("Time: ").split("; total ")
     seconds = {name: float(figure) for name, figure in (part.rsplit(" ", 2)[:2] for part in phases.split(", "))}
     assert list(seconds) == ["reset", "simulate", "sensor", "ingest", "lifecycle", "checkpoint", "summary"]
-    assert all(value > 0 for value in seconds.values())
+    # Resetting an empty home may take less than the 0.1 s shown; every other phase does real work.
+    assert all(value > 0 for name, value in seconds.items() if name != "reset")
     assert sum(seconds.values()) <= float(total.removesuffix(" s")) + 0.1 * len(seconds)
 
 
