@@ -152,7 +152,10 @@ def test_a_write_to_a_local_location_replaces_the_file_whole_and_leaves_nothing_
     path = location.path("models", "toy", "2026-01-05.bin")
     location.write_bytes(path, b"first")
     location.write_bytes(path, b"second version")
-    assert location.read_bytes(path) == b"second version"
+    assert path.read_bytes() == b"second version"
     assert [entry.name for entry in (tmp_path / "store" / "models" / "toy").iterdir()] == ["2026-01-05.bin"]
+    location.write_recorded(path, b"third")
+    assert location.read_verified(path)[0] == b"third"
+    assert sorted(entry.name for entry in path.parent.iterdir()) == ["2026-01-05.bin", "2026-01-05.bin.sha256"]
     with pytest.raises(FileNotFoundError):
-        location.read_bytes(location.path("models", "toy", "missing.bin"))
+        location.read_verified(location.path("models", "toy", "missing.bin"))
